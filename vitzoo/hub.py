@@ -1,0 +1,115 @@
+"""Loading checkpoints safely: unwrapping training checkpoints, clear key-mismatch errors, refusing pickled code.
+
+Every load in vitzoo goes through timm's pretrained machinery, which reads safetensors or calls
+``torch.load(weights_only=True)``. This module adds what official releases need on top of that:
+
+* :func:`unwrap_state_dict` takes the weights out of a training checkpoint (``state_dict_ema``, ``state_dict``,
+  ``model_ema``, ``model``) and strips DDP/compile prefixes;
+* :func:`check_state_dict` turns a key or shape mismatch into a ValueError that lists what is missing/extra;
+* :func:`guarded_load` lets ``weights_only`` loading accept ``argparse.Namespace`` (timm's training scripts store
+  their arguments in every checkpoint) and turns "this file is pickled code" or "this file is corrupt" into a
+  :class:`CheckpointError` that says so, instead of an unpickler traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import pickle
+import zipfile
+from collections.abc import Iterator, Mapping
+
+import torch
+import torch.nn as nn
+from safetensors import SafetensorError
+
+__all__ = ["CheckpointError", "check_state_dict", "guarded_load", "unwrap_state_dict"]
+
+_WRAPPER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model")
+_PREFIXES = ("module.", "_orig_mod.")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint could not be used: unsafe, corrupt, or not matching the model."""
+
+
+def unwrap_state_dict(checkpoint: Mapping, prefer_ema: bool = True) -> dict[str, torch.Tensor]:
+    """Return the flat ``{name: tensor}`` weights inside a checkpoint, preferring EMA weights when present."""
+    if not isinstance(checkpoint, Mapping):
+        raise CheckpointError(f"expected a checkpoint dict, got {type(checkpoint).__name__}")
+    keys = _WRAPPER_KEYS if prefer_ema else _WRAPPER_KEYS[2:]
+    for key in keys:
+        inner = checkpoint.get(key)
+        if isinstance(inner, Mapping) and inner:
+            checkpoint = inner
+            break
+    out = {}
+    for name, value in checkpoint.items():
+        for prefix in _PREFIXES:
+            name = name.removeprefix(prefix)
+        out[name] = value
+    return out
+
+
+def _summary(names: list[str], limit: int = 8) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def check_state_dict(state_dict: Mapping[str, torch.Tensor], model: nn.Module, skip_prefixes: tuple = ()) -> None:
+    """Raise :class:`CheckpointError` when keys or shapes differ from ``model.state_dict()``.
+
+    Keys starting with one of ``skip_prefixes`` (the classifier, which timm re-creates for another class count)
+    are left out of the shape check.
+    """
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    wrong = [
+        f"{k} {tuple(state_dict[k].shape)} != {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state_dict and not k.startswith(skip_prefixes) and state_dict[k].shape != expected[k].shape
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys: {_summary(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys: {_summary(unexpected)}")
+        if wrong:
+            parts.append(f"{len(wrong)} shape mismatches: {_summary(wrong)}")
+        raise CheckpointError(
+            f"checkpoint does not match {type(model).__name__} (was it saved for another variant?): " + "; ".join(parts)
+        )
+
+
+@contextlib.contextmanager
+def guarded_load(model_name: str) -> Iterator[None]:
+    """Wrap a pretrained load: allow argparse.Namespace, and explain unsafe or corrupt files."""
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            yield
+    except pickle.UnpicklingError as e:
+        if "unsupported global" in str(e).lower():
+            raise CheckpointError(
+                f"refusing to load weights for {model_name}: the file contains pickled Python objects that could run "
+                f"code, and vitzoo loads only tensors (safetensors or torch.load(weights_only=True)). Convert it with a "
+                f"trusted script to a plain state dict or safetensors. Details: {_unpickler_detail(e)}"
+            ) from e
+        raise CheckpointError(f"could not read weights for {model_name}: corrupt or not a checkpoint ({_unpickler_detail(e)})") from e
+    except (EOFError, zipfile.BadZipFile, SafetensorError) as e:
+        raise CheckpointError(f"could not read weights for {model_name}: the file is truncated or corrupt ({e})") from e
+    except RuntimeError as e:
+        if "PytorchStreamReader" in str(e):
+            raise CheckpointError(f"could not read weights for {model_name}: the file is corrupt ({e})") from e
+        raise
+
+
+def _unpickler_detail(e: Exception) -> str:
+    """The informative line of torch's weights_only error (it follows 'WeightsUnpickler error:')."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if "WeightsUnpickler error" in line:
+            rest = line.split("WeightsUnpickler error:", 1)[1].strip()
+            return rest or (lines[i + 1] if i + 1 < len(lines) else line)
+    return lines[0] if lines else repr(e)

@@ -1,0 +1,139 @@
+"""The timm model contract shared by vitzoo's four-stage hierarchical backbones.
+
+A subclass builds ``self.stem`` (may be Identity), ``self.stages`` (an ``nn.Sequential`` of four stages, each
+with a ``grad_checkpointing`` flag), ``self.norm`` (applied to the last stage's output, may be Identity),
+``self.head_drop`` and ``self.head``, and sets ``self.feature_info``; everything a timm user calls
+(``forward_features``, ``forward_head``, ``forward_intermediates``, ``prune_intermediate_layers``,
+``reset_classifier``, ``set_grad_checkpointing``, ``features_only``) then works the same way across families.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from timm.models._features import feature_take_indices
+
+
+def drop_path_rates(rate: float, depths: tuple[int, ...] | list[int]) -> list[list[float]]:
+    """Stochastic-depth rate per block, rising linearly from 0 to ``rate`` over all blocks, split per stage.
+
+    Plain Python rather than ``torch.linspace`` so that models can be built on the meta device.
+    """
+    total = sum(depths)
+    flat = [rate * i / (total - 1) if total > 1 else 0.0 for i in range(total)]
+    out, start = [], 0
+    for depth in depths:
+        out.append(flat[start : start + depth])
+        start += depth
+    return out
+
+
+class HierarchicalBackbone(nn.Module):
+    """Base class: feature maps are NCHW with total stride 32 after four stages."""
+
+    min_input_size: int = 32  # below one token at the last stage the model has nothing to attend to
+
+    def __init__(self, num_classes: int, in_chans: int, global_pool: str, drop_rate: float):
+        super().__init__()
+        if global_pool not in ("avg", ""):
+            raise ValueError(f"global_pool must be 'avg' or '' (no pooling), got {global_pool!r}")
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.global_pool = global_pool
+        self.drop_rate = drop_rate
+        self.grad_checkpointing = False
+
+    # --- input checks ------------------------------------------------------------------------------------------
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a ValueError that says what is valid when ``x`` is not an image batch this model can process."""
+        name = type(self).__name__
+        if x.dim() != 4:
+            raise ValueError(f"{name} expects a 4-D NCHW image batch, got a {x.dim()}-D tensor of shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_chans:
+            raise ValueError(
+                f"{name} was built for {self.in_chans} input channels but got {x.shape[1]} (shape {tuple(x.shape)}); "
+                f"create it with in_chans={x.shape[1]} or convert the images"
+            )
+        if x.shape[2] < self.min_input_size or x.shape[3] < self.min_input_size:
+            raise ValueError(
+                f"{name} needs H and W >= {self.min_input_size} (its total stride; any size from there on runs, "
+                f"multiples of 32 avoid padding), got {x.shape[2]}x{x.shape[3]}"
+            )
+
+    # --- timm API ---------------------------------------------------------------------------------------------
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        return dict(stem=r"^stem", blocks=r"^stages\.(\d+)" if coarse else [(r"^stages\.(\d+)", None)])
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        if global_pool is not None:
+            if global_pool not in ("avg", ""):
+                raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
+            self.global_pool = global_pool
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Stage outputs (NCHW) at ``indices``; ``norm`` applies the final norm to the last stage's output."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"{type(self).__name__} returns NCHW intermediates only, got output_fmt={output_fmt!r}")
+        self.check_input(x)
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        last_index = len(self.stages) - 1
+        stages = self.stages if not stop_early or torch.jit.is_scripting() else self.stages[: max_index + 1]
+        intermediates = []
+        x = self.stem(x)
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in take_indices:
+                intermediates.append(self.norm(x) if norm and i == last_index else x)
+        if intermediates_only:
+            return intermediates
+        if len(stages) - 1 == last_index:
+            x = self.norm(x)
+        return x, intermediates
+
+    def prune_intermediate_layers(
+        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Drop the stages (and optionally norm/head) that the requested intermediates do not need."""
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        self.stages = self.stages[: max_index + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        x = self.stem(x)
+        x = self.stages(x)
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if self.global_pool == "avg":
+            x = x.mean(dim=(2, 3))
+        x = self.head_drop(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))

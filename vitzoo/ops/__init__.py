@@ -1,0 +1,21 @@
+"""The 2-D attention op layer: one public function per primitive, each with pluggable backends.
+
+Models call these functions and never a backend directly. ``backend=None`` picks the first backend (in priority
+order) that can run the inputs; ``VITZOO_DISABLE_<BACKEND>=1`` or :func:`disable_backends` switch one off, and
+:func:`use_backend` makes one the default inside a ``with`` block.
+"""
+
+from ._dispatch import BackendUnavailable, disable_backends, is_disabled, use_backend
+from .neighborhood import neighborhood_attention
+from .routed import region_routed_attention
+from .window import window_attention
+
+__all__ = [
+    "BackendUnavailable",
+    "disable_backends",
+    "is_disabled",
+    "neighborhood_attention",
+    "region_routed_attention",
+    "use_backend",
+    "window_attention",
+]

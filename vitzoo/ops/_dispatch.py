@@ -1,0 +1,136 @@
+"""Backend selection shared by every 2-D attention primitive.
+
+Each primitive (``vitzoo/ops/<op>/``) owns an :class:`OpBackends` table: an ordered list of backend names, each
+backed by a module ``vitzoo.ops.<op>.<backend>`` that is imported only when first needed. A backend module exposes
+
+* ``can_run(*args, **kwargs) -> str | None``: ``None`` when it can run these inputs, else the reason it cannot;
+* ``forward(*args, **kwargs)``: the computation, with the same signature as the public op.
+
+Automatic choice walks the priority list and logs (at INFO, once per distinct reason) why each skipped backend was
+refused. A backend is switched off by the environment variable ``VITZOO_DISABLE_<BACKEND>=1`` or by
+:func:`disable_backends`; a backend forced with ``backend=`` that cannot run raises :class:`BackendUnavailable` with
+its reason. The ``reference`` backend can never be disabled: it is the specification.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from types import ModuleType
+from typing import Any
+
+_logger = logging.getLogger("vitzoo.ops")
+
+REFERENCE = "reference"
+
+_state = threading.local()
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend was asked for explicitly but cannot run the given inputs."""
+
+
+def _disabled_in_context() -> set[str]:
+    return getattr(_state, "disabled", set())
+
+
+def is_disabled(backend: str) -> bool:
+    """True when ``backend`` is switched off by ``VITZOO_DISABLE_<BACKEND>`` or :func:`disable_backends`."""
+    if backend == REFERENCE:
+        return False
+    env = os.environ.get(f"VITZOO_DISABLE_{backend.upper()}", "").strip().lower()
+    return env in {"1", "true", "yes", "on"} or backend in _disabled_in_context()
+
+
+@contextlib.contextmanager
+def disable_backends(*backends: str) -> Iterator[None]:
+    """Switch off the named backends (of every op) inside the ``with`` block, in this thread."""
+    previous = _disabled_in_context()
+    _state.disabled = previous | set(backends)
+    try:
+        yield
+    finally:
+        _state.disabled = previous
+
+
+@contextlib.contextmanager
+def use_backend(backend: str | None) -> Iterator[None]:
+    """Make ``backend`` the default for every op called inside the ``with`` block that has it (``None``: auto)."""
+    previous = getattr(_state, "preferred", None)
+    _state.preferred = backend
+    try:
+        yield
+    finally:
+        _state.preferred = previous
+
+
+class OpBackends:
+    """The ordered backends of one op and the logic that picks one of them."""
+
+    def __init__(self, op_name: str, package: str, priority: list[str]):
+        if priority[-1] != REFERENCE:
+            raise ValueError(f"{op_name}: the reference backend must come last in the priority list")
+        self.op_name = op_name
+        self.package = package
+        self.priority = list(priority)
+        self._modules: dict[str, ModuleType | None] = {}
+        self._import_errors: dict[str, str] = {}
+        self._logged: set[tuple[str, str]] = set()
+
+    def _module(self, backend: str) -> ModuleType | None:
+        if backend not in self._modules:
+            try:
+                self._modules[backend] = importlib.import_module(f"{self.package}.{backend}")
+            except ImportError as e:  # an optional dependency is missing: remember why
+                self._modules[backend] = None
+                self._import_errors[backend] = f"import failed ({e})"
+        return self._modules[backend]
+
+    def why_not(self, backend: str, *args: Any, **kwargs: Any) -> str | None:
+        """The reason ``backend`` cannot run these inputs, or ``None`` when it can."""
+        if backend not in self.priority:
+            return f"unknown backend {backend!r}; {self.op_name} has {self.priority}"
+        if is_disabled(backend):
+            return f"disabled by VITZOO_DISABLE_{backend.upper()} or disable_backends()"
+        module = self._module(backend)
+        if module is None:
+            return self._import_errors[backend]
+        return module.can_run(*args, **kwargs)
+
+    def choose(self, *args: Any, backend: str | None = None, **kwargs: Any) -> Callable[..., Any]:
+        """Return the ``forward`` of the requested backend, or of the first one that can run these inputs."""
+        if backend is None:
+            preferred = getattr(_state, "preferred", None)
+            backend = preferred if preferred in self.priority else None
+        if backend is not None:
+            reason = self.why_not(backend, *args, **kwargs)
+            if reason is not None:
+                raise BackendUnavailable(f"{self.op_name}: backend {backend!r} cannot run: {reason}")
+            return self._module(backend).forward
+        for name in self.priority:
+            reason = self.why_not(name, *args, **kwargs)
+            if reason is None:
+                return self._module(name).forward
+            if (name, reason) not in self._logged:
+                self._logged.add((name, reason))
+                _logger.info("%s: skipping backend %r: %s", self.op_name, name, reason)
+        raise AssertionError("unreachable: the reference backend always runs")  # pragma: no cover
+
+    def available(self, *args: Any, **kwargs: Any) -> dict[str, str | None]:
+        """Map every backend to ``None`` (can run these inputs) or the reason it cannot."""
+        return {name: self.why_not(name, *args, **kwargs) for name in self.priority}
+
+
+def check_qkv(op_name: str, q: Any, k: Any, v: Any, rank: int, layout: str) -> None:
+    """Raise a ValueError naming the expected layout when q/k/v do not share a rank, dtype and device."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.dim() != rank:
+            raise ValueError(f"{op_name}: {name} must be a {rank}-D tensor laid out {layout}, got shape {tuple(t.shape)}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise ValueError(f"{op_name}: q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"{op_name}: q, k, v must share a device, got {q.device}, {k.device}, {v.device}")
