@@ -37,7 +37,7 @@ def forward(q, k, v, num_regions, topk, num_heads, *, scale=None) -> torch.Tenso
         return x.unflatten(-1, (num_heads, x.shape[-1] // num_heads)).transpose(2, 3)
 
     attn_mask = None
-    if not bool(valid.all()):
+    if num_regions * rh != h or num_regions * rw != w:  # padding present: mask padded keys
         attn_mask = torch.zeros(key_valid.shape, dtype=q.dtype, device=q.device)
         attn_mask = attn_mask.masked_fill(~key_valid, float("-inf"))[:, :, None]  # B, R, 1, 1, topk*T
     out = F.scaled_dot_product_attention(
