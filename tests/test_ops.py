@@ -1,0 +1,295 @@
+"""The 2-D attention op layer: references against brute-force definitions, backends against references."""
+
+import logging
+
+import pytest
+import torch
+
+from vitzoo.ops import (
+    BackendUnavailable,
+    disable_backends,
+    neighborhood_attention,
+    region_routed_attention,
+    use_backend,
+    window_attention,
+)
+from vitzoo.ops.neighborhood import BACKENDS as NA_BACKENDS
+
+try:  # natten is optional: its tests are skipped without it
+    import natten  # noqa: F401
+
+    HAS_NATTEN = True
+except ImportError:
+    HAS_NATTEN = False
+
+
+def _qkv(*shape, dv=None, dtype=torch.float32, grad=False):
+    q, k = torch.randn(*shape, dtype=dtype), torch.randn(*shape, dtype=dtype)
+    v = torch.randn(*shape[:-1], dv or shape[-1], dtype=dtype)
+    return [t.requires_grad_(grad) for t in (q, k, v)]
+
+
+# --- brute-force definitions, written independently of the references -------------------------------------------
+def brute_window(q, k, v, wh, ww, scale, bias=None, mask=None):
+    b, h, w, heads, _ = q.shape
+    out = torch.zeros(*q.shape[:4], v.shape[-1], dtype=q.dtype)
+    n_wc = -(-w // ww)
+    for i in range(h):
+        for j in range(w):
+            wi, wj = i // wh, j // ww
+            keys = [(a, c) for a in range(wi * wh, min(h, wi * wh + wh)) for c in range(wj * ww, min(w, wj * ww + ww))]
+            kk = torch.stack([k[:, a, c] for a, c in keys], dim=1)  # B, K, heads, D
+            vv = torch.stack([v[:, a, c] for a, c in keys], dim=1)
+            logits = torch.einsum("bnd,bknd->bnk", q[:, i, j], kk) * scale
+            qi = (i - wi * wh) * ww + (j - wj * ww)
+            kidx = [(a - wi * wh) * ww + (c - wj * ww) for a, c in keys]
+            if bias is not None:
+                logits = logits + bias[:, qi, kidx][None]
+            if mask is not None:
+                logits = logits + mask[wi * n_wc + wj, qi, kidx][None, None]
+            out[:, i, j] = torch.einsum("bnk,bknd->bnd", logits.softmax(-1), vv)
+    return out
+
+
+def brute_neighborhood(q, k, v, kernel, dilation, scale):
+    b, h, w, heads, _ = q.shape
+
+    def window(i, length, kk, d):
+        # candidates on the query's dilation grid, the kk nearest with ties towards the centre-left, clamped inside
+        grid = [p for p in range(i % d, length, d)]
+        pos = grid.index(i)
+        start = min(max(pos - kk // 2, 0), len(grid) - kk)
+        return grid[start : start + kk]
+
+    out = torch.zeros(*q.shape[:4], v.shape[-1], dtype=q.dtype)
+    for i in range(h):
+        for j in range(w):
+            keys = [(a, c) for a in window(i, h, kernel[0], dilation[0]) for c in window(j, w, kernel[1], dilation[1])]
+            kk = torch.stack([k[:, a, c] for a, c in keys], dim=1)
+            vv = torch.stack([v[:, a, c] for a, c in keys], dim=1)
+            logits = torch.einsum("bnd,bknd->bnk", q[:, i, j], kk) * scale
+            out[:, i, j] = torch.einsum("bnk,bknd->bnd", logits.softmax(-1), vv)
+    return out
+
+
+# --- window attention --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("h,w,window", [(8, 8, (4, 4)), (7, 10, (4, 3)), (5, 9, (5, 9)), (6, 13, (2, 13))])
+def test_window_reference_matches_definition(seed, h, w, window):
+    q, k, v = _qkv(2, h, w, 3, 8, dv=6)
+    n = window[0] * window[1]
+    n_windows = -(-h // window[0]) * -(-w // window[1])
+    bias = torch.randn(3, n, n)
+    mask = torch.randn(n_windows, n, n)
+    ref = window_attention(q, k, v, window, bias=bias, mask=mask, scale=0.3, backend="reference")
+    exp = brute_window(q, k, v, *window, 0.3, bias, mask)
+    torch.testing.assert_close(ref, exp, atol=1e-5, rtol=1e-5)
+
+
+def test_window_bool_mask_equals_additive(seed):
+    q, k, v = _qkv(1, 8, 8, 2, 4)
+    keep = torch.rand(4, 16, 16) > 0.3
+    keep |= torch.eye(16, dtype=torch.bool)  # every query keeps at least itself
+    additive = torch.zeros(4, 16, 16).masked_fill(~keep, float("-inf"))
+    a = window_attention(q, k, v, 4, mask=keep)
+    b = window_attention(q, k, v, 4, mask=additive)
+    torch.testing.assert_close(a, b)
+
+
+def test_window_padding_is_masked_not_attended(seed):
+    """Changing what lies beyond the map cannot change the output, because padded keys are masked."""
+    q, k, v = _qkv(1, 6, 6, 2, 4)
+    full = window_attention(q, k, v, 4)
+    # the same 6x6 map embedded in an 8x8 one, where rows/cols 6-7 are real keys: outputs must differ there
+    big = [torch.randn(1, 8, 8, 2, 4) for _ in range(3)]
+    for t, small in zip(big, (q, k, v)):
+        t[:, :6, :6] = small
+    embedded = window_attention(*big, 4)[:, :6, :6]
+    assert not torch.allclose(full, embedded)
+    torch.testing.assert_close(full, brute_window(q, k, v, 4, 4, 4**-0.5))
+
+
+def test_window_gradients_match_definition(seed):
+    q, k, v = _qkv(1, 5, 7, 2, 4, grad=True)
+    window_attention(q, k, v, (3, 4)).square().sum().backward()
+    grads = [t.grad.clone() for t in (q, k, v)]
+    for t in (q, k, v):
+        t.grad = None
+    brute_window(q, k, v, 3, 4, 0.5).square().sum().backward()
+    for got, exp in zip(grads, (q.grad, k.grad, v.grad)):
+        torch.testing.assert_close(got, exp, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(window_size=0), "window_size"),
+        (dict(window_size=4, bias=torch.zeros(2, 4, 4)), r"bias must be \[heads, N, N\]"),
+        (dict(window_size=4, mask=torch.zeros(3, 16, 16)), r"mask must be \[nW, N, N\]"),
+    ],
+)
+def test_window_bad_arguments(kwargs, match):
+    q, k, v = _qkv(1, 8, 8, 2, 4)
+    with pytest.raises(ValueError, match=match):
+        window_attention(q, k, v, **kwargs)
+
+
+def test_window_bad_layout():
+    with pytest.raises(ValueError, match=r"5-D tensor laid out \[B, H, W, heads, D\]"):
+        window_attention(torch.randn(2, 8, 8, 16), torch.randn(2, 8, 8, 16), torch.randn(2, 8, 8, 16), 4)
+
+
+# --- neighborhood attention --------------------------------------------------------------------------------------
+NA_CASES = [((9, 11), (3, 3), (1, 1)), ((12, 10), (5, 3), (2, 3)), ((7, 7), (7, 7), (1, 1)), ((13, 8), (3, 5), (3, 1))]
+
+
+@pytest.mark.parametrize("size,kernel,dilation", NA_CASES)
+def test_neighborhood_reference_matches_definition(seed, size, kernel, dilation):
+    q, k, v = _qkv(2, *size, 2, 4, dv=3)
+    ref = neighborhood_attention(q, k, v, kernel, dilation=dilation, backend="reference")
+    torch.testing.assert_close(ref, brute_neighborhood(q, k, v, kernel, dilation, 0.5), atol=1e-5, rtol=1e-5)
+
+
+def test_neighborhood_full_kernel_is_global_attention(seed):
+    q, k, v = _qkv(1, 5, 7, 2, 8)
+    na = neighborhood_attention(q, k, v, (5, 7), backend="reference")
+    torch.testing.assert_close(na, window_attention(q, k, v, (5, 7)), atol=1e-5, rtol=1e-5)
+
+
+def test_neighborhood_rejects_kernel_larger_than_map():
+    q, k, v = _qkv(1, 6, 6, 2, 4)
+    with pytest.raises(ValueError, match=r"kernel_size \* dilation .* must be <= the map size"):
+        neighborhood_attention(q, k, v, 3, dilation=3)
+    with pytest.raises(ValueError, match="odd"):
+        neighborhood_attention(q, k, v, 4)
+
+
+@pytest.mark.skipif(not HAS_NATTEN, reason="natten not installed")
+@pytest.mark.parametrize("size,kernel,dilation", NA_CASES)
+def test_natten_forward_matches_reference(seed, size, kernel, dilation):
+    q, k, v = _qkv(2, *size, 2, 8)
+    ref = neighborhood_attention(q, k, v, kernel, dilation=dilation, backend="reference")
+    out = neighborhood_attention(q, k, v, kernel, dilation=dilation, backend="natten")
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.skipif(not HAS_NATTEN, reason="natten not installed")
+def test_natten_refuses_cpu_backward_with_reason_and_auto_falls_back(seed, caplog):
+    q, k, v = _qkv(1, 8, 8, 2, 8, grad=True)
+    with pytest.raises(BackendUnavailable, match="no backward"):
+        neighborhood_attention(q, k, v, 3, backend="natten")
+    NA_BACKENDS._logged.clear()
+    with caplog.at_level(logging.INFO, logger="vitzoo.ops"):
+        out = neighborhood_attention(q, k, v, 3)  # auto: natten refused, reference runs and trains
+    assert "skipping backend 'natten'" in caplog.text and "no backward" in caplog.text
+    out.sum().backward()
+    assert q.grad is not None and torch.isfinite(q.grad).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_NATTEN, reason="natten not installed")
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.float16, 2e-2), (torch.bfloat16, 5e-2)])
+def test_natten_cuda_forward_backward_matches_reference(seed, dtype, tol):
+    q, k, v = (t.cuda().detach().requires_grad_(True) for t in _qkv(2, 15, 17, 4, 32, dtype=dtype))
+    grad_out = torch.randn(2, 15, 17, 4, 32, device="cuda", dtype=dtype)
+    results = []
+    for backend in ("natten", "reference"):
+        out = neighborhood_attention(q, k, v, 7, dilation=2, backend=backend)
+        out.backward(grad_out)
+        results.append([out.detach().float()] + [t.grad.float() for t in (q, k, v)])
+        for t in (q, k, v):
+            t.grad = None
+    for got, exp in zip(*results):
+        torch.testing.assert_close(got, exp, atol=tol, rtol=tol)
+
+
+# --- region-routed attention -------------------------------------------------------------------------------------
+def brute_routed(q, k, v, n, topk, heads, scale):
+    """Per query token: find its region, rank key regions by mean-q . mean-k, attend to the real tokens of the top-k."""
+    b, h, w, c = q.shape
+    rh, rw = -(-h // n), -(-w // n)
+    regions = [[(i, j) for i in range(r // n * rh, min(h, r // n * rh + rh)) for j in range(r % n * rw, min(w, r % n * rw + rw))] for r in range(n * n)]
+    out = torch.zeros(b, h, w, v.shape[-1])
+    for bi in range(b):
+        means_q = [torch.stack([q[bi, i, j] for i, j in reg]).mean(0) if reg else torch.zeros(c) for reg in regions]
+        means_k = [torch.stack([k[bi, i, j] for i, j in reg]).mean(0) if reg else None for reg in regions]
+        for r, reg in enumerate(regions):
+            scores = torch.tensor([float(means_q[r] @ mk) if mk is not None else float("-inf") for mk in means_k])
+            chosen = scores.topk(topk).indices.tolist()
+            keys = [t for s in chosen for t in regions[s]]
+            kk = torch.stack([k[bi, i, j] for i, j in keys]).view(len(keys), heads, -1)
+            vv = torch.stack([v[bi, i, j] for i, j in keys]).view(len(keys), heads, -1)
+            for i, j in reg:
+                qq = q[bi, i, j].view(heads, -1)
+                attn = (torch.einsum("nd,knd->nk", qq, kk) * scale).softmax(-1)
+                out[bi, i, j] = torch.einsum("nk,knd->nd", attn, vv).reshape(-1)
+    return out
+
+
+@pytest.mark.parametrize("size,n,topk", [((8, 8), 4, 3), ((14, 14), 7, 4), ((10, 7), 3, 2), ((5, 6), 4, 6)])
+def test_routed_reference_matches_definition(seed, size, n, topk):
+    q, k, v = _qkv(2, *size, 16, dv=8)
+    ref = region_routed_attention(q, k, v, n, topk, 2, scale=0.25, backend="reference")
+    torch.testing.assert_close(ref, brute_routed(q, k, v, n, topk, 2, 0.25), atol=1e-5, rtol=1e-5)
+
+
+def test_routed_topk_all_regions_is_global_attention(seed):
+    q, k, v = _qkv(1, 6, 6, 8)
+    out = region_routed_attention(q, k, v, 3, 9, 2)
+    as_heads = [t.view(1, 6, 6, 2, 4) for t in (q, k, v)]
+    torch.testing.assert_close(out, window_attention(*as_heads, 6).reshape(1, 6, 6, 8), atol=1e-5, rtol=1e-5)
+
+
+def test_routed_gradients_flow_to_q_k_v(seed):
+    q, k, v = _qkv(1, 9, 7, 8, grad=True)
+    region_routed_attention(q, k, v, 3, 2, 2).sum().backward()
+    for t in (q, k, v):
+        assert t.grad is not None and torch.isfinite(t.grad).all() and t.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "args,match", [((3, 10, 2), "topk <= num_regions"), ((3, 2, 3), "divisible by num_heads"), ((0, 1, 2), "num_regions >= 1")]
+)
+def test_routed_bad_arguments(args, match):
+    q, k, v = _qkv(1, 6, 6, 8)
+    with pytest.raises(ValueError, match=match):
+        region_routed_attention(q, k, v, *args)
+
+
+# --- dispatch ----------------------------------------------------------------------------------------------------
+def test_forcing_unknown_backend_names_the_valid_ones():
+    q, k, v = _qkv(1, 4, 4, 1, 4)
+    with pytest.raises(BackendUnavailable, match=r"unknown backend 'triton'.*\['reference'\]"):
+        window_attention(q, k, v, 2, backend="triton")
+
+
+@pytest.mark.skipif(not HAS_NATTEN, reason="natten not installed")
+def test_env_switch_and_context_disable_natten(seed, monkeypatch):
+    q, k, v = _qkv(1, 8, 8, 2, 8)
+    assert NA_BACKENDS.available(q, k, v, (3, 3), dilation=(1, 1))["natten"] is None
+    monkeypatch.setenv("VITZOO_DISABLE_NATTEN", "1")
+    reason = NA_BACKENDS.available(q, k, v, (3, 3), dilation=(1, 1))["natten"]
+    assert "VITZOO_DISABLE_NATTEN" in reason
+    with pytest.raises(BackendUnavailable, match="disabled"):
+        neighborhood_attention(q, k, v, 3, backend="natten")
+    monkeypatch.delenv("VITZOO_DISABLE_NATTEN")
+    with disable_backends("natten"):
+        assert NA_BACKENDS.available(q, k, v, (3, 3), dilation=(1, 1))["natten"] is not None
+    assert NA_BACKENDS.available(q, k, v, (3, 3), dilation=(1, 1))["natten"] is None
+
+
+def test_reference_cannot_be_disabled(monkeypatch, seed):
+    monkeypatch.setenv("VITZOO_DISABLE_REFERENCE", "1")
+    q, k, v = _qkv(1, 4, 4, 1, 4)
+    assert window_attention(q, k, v, 2).shape == (1, 4, 4, 1, 4)
+
+
+@pytest.mark.skipif(not HAS_NATTEN, reason="natten not installed")
+def test_use_backend_context_applies_to_ops_that_have_it(seed, monkeypatch):
+    q, k, v = _qkv(1, 8, 8, 2, 8)
+    calls = []
+    natten_module = NA_BACKENDS._module("natten")
+    monkeypatch.setattr(natten_module, "forward", lambda *a, **kw: calls.append(1) or torch.zeros(1))
+    with use_backend("natten"):
+        neighborhood_attention(q, k, v, 3)
+        window_attention(q, k, v, 4)  # window attention has no natten backend: auto choice, no error
+    assert calls == [1]
