@@ -1,0 +1,191 @@
+"""The timm contract, tested generically over every registered ``vitzoo_*`` model.
+
+Cheap checks (statistics, feature metadata, config keys) run on the meta device for every variant. Checks that
+need real numbers run on the small variants by default and on all of them with ``-m slow``.
+"""
+
+import pytest
+import timm
+import torch
+import torch.nn as nn
+from timm.models._registry import model_entrypoint
+
+import vitzoo  # noqa: F401  (registers the models)
+from vitzoo.paper_table import PAPER_TABLE, half_unit
+from vitzoo.stats import count_params, model_stats
+
+ALL_MODELS = timm.list_models("vitzoo_*")
+FAST_MODELS = ["vitzoo_van_b0", "vitzoo_biformer_t"]
+SLOW_MODELS = [pytest.param(m, marks=pytest.mark.slow) for m in ALL_MODELS if m not in FAST_MODELS]
+RUN_MODELS = FAST_MODELS + SLOW_MODELS
+IMG = (2, 3, 64, 96)  # non-square, and BiFormer's region grids need padding at this size
+
+
+def _create(name, **kwargs):
+    return timm.create_model(name, **kwargs)
+
+
+def test_every_family_variant_is_registered_under_vitzoo_names():
+    expected = {f"vitzoo_van_b{i}" for i in range(7)} | {f"vitzoo_biformer_{s}" for s in "tsb"}
+    assert expected <= set(ALL_MODELS)
+    for name in ALL_MODELS:
+        assert model_entrypoint(name).__module__.startswith("vitzoo.models.")
+    # timm's own models never start with our prefix, so no registration shadows one of theirs
+    assert not [m for m in ALL_MODELS if not m.startswith("vitzoo_")]
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_params_and_gmacs_match_paper(name):
+    paper = PAPER_TABLE[name]
+    stats = model_stats(name, img_size=paper.img_size)
+    params, gmacs = float(paper.params_m), float(paper.gmacs)
+    assert abs(stats.params_m - params) <= 0.01 * params + half_unit(paper.params_m), (stats.params_m, params)
+    assert abs(stats.gmacs - gmacs) <= 0.03 * gmacs + half_unit(paper.gmacs), (stats.gmacs, gmacs)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_pretrained_cfg_and_feature_info_on_meta(name):
+    with torch.device("meta"):
+        model = _create(name)
+    cfg = model.pretrained_cfg
+    for key in ("first_conv", "classifier", "input_size", "pool_size", "mean", "std", "crop_pct", "interpolation"):
+        assert key in cfg and cfg[key] is not None, key
+    first = model.get_submodule(cfg["first_conv"])
+    assert isinstance(first, nn.Conv2d) and first.in_channels == 3
+    assert model.get_submodule(cfg["classifier"]) is model.get_classifier()
+    assert tuple(cfg["pool_size"]) == tuple(s // 32 for s in cfg["input_size"][1:])
+    assert [f["reduction"] for f in model.feature_info] == [4, 8, 16, 32]
+    assert model.feature_info[-1]["num_chs"] == model.num_features == model.head_hidden_size
+    for info in model.feature_info:
+        assert model.get_submodule(info["module"]) is not None
+    x = torch.empty(1, 3, 224, 224, device="meta")
+    assert model(x).shape == (1, 1000)
+
+
+@pytest.mark.parametrize("name", RUN_MODELS)
+def test_forward_backward_reach_every_parameter(name, seed):
+    model = _create(name, num_classes=7)
+    model.train()
+    out = model(torch.randn(*IMG))
+    assert out.shape == (2, 7) and torch.isfinite(out).all()
+    out.square().mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all())]
+    assert not missing, f"no finite gradient for {missing[:5]}"
+
+
+@pytest.mark.parametrize("name", RUN_MODELS)
+def test_features_only_matches_feature_info_and_intermediates(name, seed):
+    x = torch.randn(*IMG)
+    feats_model = _create(name, features_only=True, out_indices=(1, 2, 3)).eval()
+    assert feats_model.feature_info.channels() == [f["num_chs"] for f in _create(name).feature_info[1:]]
+    assert feats_model.feature_info.reduction() == [8, 16, 32]
+    model = _create(name).eval()
+    result = feats_model.model.load_state_dict(model.state_dict(), strict=False)
+    assert not result.missing_keys and all(k.startswith(("head.", "norm.")) for k in result.unexpected_keys)
+    with torch.no_grad():
+        feats = feats_model(x)
+        final, inter = model.forward_intermediates(x, indices=(1, 2, 3))
+        ref = model.forward_features(x)
+    for f, ch, red, i in zip(feats, feats_model.feature_info.channels(), [8, 16, 32], inter):
+        assert f.shape == (2, ch, -(-IMG[2] // red), -(-IMG[3] // red))
+        torch.testing.assert_close(f, i)
+    torch.testing.assert_close(final, ref)
+    only = model.forward_intermediates(x, indices=2, intermediates_only=True, stop_early=True)
+    assert len(only) == 2 and only[-1].shape[1] == model.feature_info[3]["num_chs"]
+
+
+@pytest.mark.parametrize("name", FAST_MODELS)
+def test_prune_intermediate_layers(name, seed):
+    model = _create(name).eval()
+    x = torch.randn(*IMG)
+    with torch.no_grad():
+        full = model.forward_intermediates(x, indices=[0, 1, 2], intermediates_only=True)
+    kept = model.prune_intermediate_layers(indices=(0, 1), prune_head=True)
+    assert kept == [0, 1] and len(model.stages) == 2
+    with torch.no_grad():
+        pruned = model.forward_intermediates(x, indices=(0, 1), intermediates_only=True)
+    for a, b in zip(full[:2], pruned):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("name", FAST_MODELS)
+def test_reset_classifier_and_pooling(name, seed):
+    model = _create(name).eval()
+    x = torch.randn(*IMG)
+    model.reset_classifier(10)
+    assert model(x).shape == (2, 10)
+    model.reset_classifier(0)
+    assert model(x).shape == (2, model.num_features)
+    model.reset_classifier(0, global_pool="")
+    assert model(x).shape == (2, model.num_features, 2, 3)
+    assert model.forward_head(model.forward_features(x), pre_logits=True).shape == (2, model.num_features, 2, 3)
+    with pytest.raises(ValueError, match="global_pool"):
+        model.reset_classifier(5, global_pool="max")
+
+
+@pytest.mark.parametrize("name", RUN_MODELS)
+def test_grad_checkpointing_parity(name, seed):
+    model = _create(name, num_classes=5)
+    model.eval()  # eval keeps BatchNorm statistics fixed so both passes see the same function
+    x = torch.randn(*IMG)
+
+    def run():
+        model.zero_grad()
+        out = model(x)
+        out.sum().backward()
+        return out.detach(), [p.grad.clone() for p in model.parameters()]
+
+    out_ref, grads_ref = run()
+    model.set_grad_checkpointing(True)
+    assert all(stage.grad_checkpointing for stage in model.stages)
+    out_ckpt, grads_ckpt = run()
+    torch.testing.assert_close(out_ckpt, out_ref)
+    for a, b in zip(grads_ckpt, grads_ref):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", FAST_MODELS)
+@pytest.mark.parametrize("size", [(96, 160), (100, 75), (32, 32)])
+def test_valid_odd_input_sizes(name, size, seed):
+    model = _create(name).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, *size))
+    assert out.shape == (1, 1000) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", FAST_MODELS)
+@pytest.mark.parametrize(
+    "shape,match",
+    [
+        ((3, 64, 64), "expects a 4-D NCHW image batch"),
+        ((1, 4, 64, 64), "built for 3 input channels but got 4"),
+        ((1, 3, 16, 64), r"needs H and W >= 32"),
+    ],
+)
+def test_invalid_input_raises_clear_error(name, shape, match):
+    model = _create(name).eval()
+    with pytest.raises(ValueError, match=match):
+        model(torch.randn(*shape))
+    with pytest.raises(ValueError, match=match):
+        model.forward_intermediates(torch.randn(*shape))
+
+
+@pytest.mark.parametrize("name", FAST_MODELS)
+def test_in_chans_and_group_matcher(name, seed):
+    model = _create(name, in_chans=1, num_classes=3).eval()
+    assert model(torch.randn(1, 1, 64, 64)).shape == (1, 3)
+    groups = model.group_matcher()
+    assert set(groups) == {"stem", "blocks"}
+    assert isinstance(model.no_weight_decay(), set)
+    assert count_params(model) == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FAST_MODELS)
+def test_torch_compile_matches_eager(name, seed):
+    model = _create(name).eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        eager = model(x)
+        compiled = torch.compile(model)(x)
+    torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=1e-4)
