@@ -89,8 +89,14 @@ def guarded_load(model_name: str) -> Iterator[None]:
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             yield
-    except pickle.UnpicklingError as e:
-        if "unsupported global" in str(e).lower():
+    except (pickle.UnpicklingError, RuntimeError) as e:
+        text = str(e).lower()
+        if isinstance(e, RuntimeError) and "weights_only" not in text and "pytorchstreamreader" not in text:
+            raise
+        if "pytorchstreamreader" in text:
+            raise CheckpointError(f"could not read weights for {model_name}: the file is corrupt ({e})") from e
+        # timm re-raises torch's refusal as a RuntimeError naming the blocked globals
+        if "unsupported global" in text or "non-allowlisted" in text:
             raise CheckpointError(
                 f"refusing to load weights for {model_name}: the file contains pickled Python objects that could run "
                 f"code, and vitzoo loads only tensors (safetensors or torch.load(weights_only=True)). Convert it with a "
@@ -99,10 +105,6 @@ def guarded_load(model_name: str) -> Iterator[None]:
         raise CheckpointError(f"could not read weights for {model_name}: corrupt or not a checkpoint ({_unpickler_detail(e)})") from e
     except (EOFError, zipfile.BadZipFile, SafetensorError) as e:
         raise CheckpointError(f"could not read weights for {model_name}: the file is truncated or corrupt ({e})") from e
-    except RuntimeError as e:
-        if "PytorchStreamReader" in str(e):
-            raise CheckpointError(f"could not read weights for {model_name}: the file is corrupt ({e})") from e
-        raise
 
 
 def _unpickler_detail(e: Exception) -> str:

@@ -1,0 +1,195 @@
+"""Official checkpoints: key layouts, timm's pretrained paths (file, Hugging Face Hub cache), and refusals."""
+
+import argparse
+import importlib
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+import vitzoo  # noqa: F401
+from vitzoo.hub import CheckpointError
+
+FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "official_keys"
+ALL_MODELS = timm.list_models("vitzoo_*")
+
+
+def _fixture(name: str) -> dict:
+    return json.loads((FIXTURES / f"{name.removeprefix('vitzoo_')}.json").read_text())
+
+
+def _filter_fn(name: str):
+    family = name.split("_")[1]
+    return importlib.import_module(f"vitzoo.models.{family}").checkpoint_filter_fn
+
+
+def random_official_state_dict(name: str) -> dict[str, torch.Tensor]:
+    """Fresh random tensors in the official key layout recorded from the official code."""
+    out = {}
+    for key, shape in _fixture(name)["keys"].items():
+        if key.endswith("num_batches_tracked"):
+            out[key] = torch.randint(0, 1000, shape)
+        elif key.endswith("running_var"):
+            out[key] = torch.rand(shape) + 0.5
+        else:
+            out[key] = torch.randn(shape)
+    return out
+
+
+def official_checkpoint(name: str) -> dict:
+    """A checkpoint wrapped as the official release wraps it (VAN: timm train output with argparse args)."""
+    fixture = _fixture(name)
+    sd = random_official_state_dict(name)
+    if fixture["checkpoint_wrapper"] == "state_dict":
+        return {"epoch": 300, "arch": "van", "state_dict": sd, "args": argparse.Namespace(lr=1e-3, model="van")}
+    return {fixture["checkpoint_wrapper"]: sd, "epoch": 299}
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_official_layout_maps_onto_every_key_and_shape(name):
+    """Every variant, on the meta device: the filter output has exactly the model's keys and shapes."""
+    with torch.device("meta"):
+        model = timm.create_model(name)
+    official = {k: torch.empty(s, device="meta") for k, s in _fixture(name)["keys"].items()}
+    mapped = _filter_fn(name)(official, model)
+    expected = model.state_dict()
+    assert list(sorted(mapped)) == list(sorted(expected))
+    assert all(mapped[k].shape == expected[k].shape for k in expected)
+    assert len(official) == len(expected)  # a bijection: nothing dropped, nothing invented
+    assert sum(t.numel() for k, t in model.named_parameters()) == _fixture(name)["num_params"]
+
+
+@pytest.mark.parametrize("name,suffix", [("vitzoo_van_b0", ".pth.tar"), ("vitzoo_biformer_t", ".pth")])
+def test_official_checkpoint_loads_strictly_through_timm_file_overlay(name, suffix, tmp_path):
+    ckpt = official_checkpoint(name)
+    path = tmp_path / f"official{suffix}"
+    torch.save(ckpt, path)
+    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+    official = next(v for v in ckpt.values() if isinstance(v, dict))
+    mapped = _filter_fn(name)(official, model)
+    ours = model.state_dict()
+    for key, value in mapped.items():
+        torch.testing.assert_close(ours[key], value, rtol=0, atol=0)
+    # the values really come from the file: the recorded official tensors were random
+    first_official = next(iter(official.values()))
+    assert any(torch.equal(first_official, t) for t in ours.values())
+
+
+def test_num_classes_change_keeps_backbone_and_replaces_head(tmp_path):
+    ckpt = official_checkpoint("vitzoo_van_b0")
+    path = tmp_path / "van.pth.tar"
+    torch.save(ckpt, path)
+    model = timm.create_model(
+        "vitzoo_van_b0", pretrained=True, num_classes=10, pretrained_cfg_overlay=dict(file=str(path))
+    )
+    assert model.head.weight.shape == (10, 256)
+    torch.testing.assert_close(model.stages[2].blocks[1].attn.lka.conv0.weight, ckpt["state_dict"]["block3.1.attn.spatial_gating_unit.conv0.weight"])
+
+
+def test_own_layout_safetensors_round_trip(tmp_path, seed):
+    src = timm.create_model("vitzoo_biformer_t").eval()
+    path = tmp_path / "biformer.safetensors"
+    save_file(src.state_dict(), str(path))
+    dst = timm.create_model("vitzoo_biformer_t", pretrained=True, pretrained_cfg_overlay=dict(file=str(path))).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(dst(x), src(x), rtol=0, atol=0)
+
+
+def test_missing_and_extra_keys_are_listed(tmp_path):
+    ckpt = official_checkpoint("vitzoo_biformer_t")
+    del ckpt["model"]["stages.2.3.attn.wo.weight"]
+    ckpt["model"]["stages.2.3.attn.bogus"] = torch.zeros(3)
+    path = tmp_path / "broken.pth"
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError, match=r"1 missing keys: stages\.2\.blocks\.3\.attn\.proj\.weight.*1 unexpected keys"):
+        timm.create_model("vitzoo_biformer_t", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+
+
+def test_checkpoint_of_another_variant_reports_shapes(tmp_path):
+    path = tmp_path / "b1.pth.tar"
+    torch.save(official_checkpoint("vitzoo_van_b1"), path)
+    with pytest.raises(CheckpointError, match="another variant"):
+        timm.create_model("vitzoo_van_b2", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+
+
+class _Payload:
+    """Unpickling this object would create a file: proof that code ran."""
+
+    def __init__(self, marker: pathlib.Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (self.marker,))
+
+
+def test_pickle_that_would_run_code_is_refused(tmp_path):
+    marker = tmp_path / "code_ran"
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": {"x": torch.zeros(1)}, "payload": _Payload(marker)}, path)
+    with pytest.raises(CheckpointError, match="refusing to load weights .* could run code"):
+        timm.create_model("vitzoo_van_b0", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_corrupt_file_gets_a_clear_error(tmp_path, suffix):
+    good = tmp_path / f"good{suffix}"
+    sd = timm.create_model("vitzoo_van_b0").state_dict()
+    if suffix == ".pth":
+        torch.save(sd, good)
+    else:
+        save_file(sd, str(good))
+    bad = tmp_path / f"bad{suffix}"
+    bad.write_bytes(good.read_bytes()[: good.stat().st_size // 3])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        timm.create_model("vitzoo_van_b0", pretrained=True, pretrained_cfg_overlay=dict(file=str(bad)))
+
+
+def _populate_hf_cache(cache: pathlib.Path, repo_id: str, files: dict[str, bytes]) -> None:
+    """Lay files out as huggingface_hub's cache does: models--org--name/{refs/main, snapshots/<sha>/...}."""
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    root = cache / f"models--{repo_id.replace('/', '--')}"
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text(sha)
+    snap = root / "snapshots" / sha
+    snap.mkdir(parents=True)
+    for name, data in files.items():
+        (snap / name).write_bytes(data)
+
+
+def test_hugging_face_hub_paths_offline(tmp_path):
+    """Default-cfg Hub weights (official layout) and an ``hf-hub:`` repo (timm layout), from a cache, offline."""
+    cache = tmp_path / "hub"
+    official = tmp_path / "van_tiny_754.pth.tar"
+    ckpt = official_checkpoint("vitzoo_van_b0")
+    torch.save(ckpt, official)
+    _populate_hf_cache(cache, "Visual-Attention-Network/VAN-Tiny-original", {official.name: official.read_bytes()})
+    saved = tmp_path / "saved"
+    timm.models.save_for_hf(timm.create_model("vitzoo_biformer_t", num_classes=5), str(saved), safe_serialization=True)
+    _populate_hf_cache(cache, "vitzoo-test/biformer-t-5cls", {p.name: p.read_bytes() for p in saved.iterdir()})
+    torch.save(ckpt["state_dict"]["head.weight"], tmp_path / "head.pt")
+    script = textwrap.dedent(
+        f"""
+        import timm, torch, vitzoo
+        from safetensors.torch import load_file
+        van = timm.create_model('vitzoo_van_b0.official_in1k', pretrained=True)
+        assert torch.equal(van.head.weight, torch.load({str(tmp_path / 'head.pt')!r}))
+        bif = timm.create_model('hf-hub:vitzoo-test/biformer-t-5cls', pretrained=True)
+        ref = load_file({str(saved / 'model.safetensors')!r})
+        assert bif.head.weight.shape == (5, 512)
+        assert all(torch.equal(bif.state_dict()[k], v) for k, v in ref.items())
+        print('hub ok')
+        """
+    )
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(cache), HF_HOME=str(tmp_path / "hf_home"))
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "hub ok" in result.stdout
