@@ -90,7 +90,10 @@ def test_num_classes_change_keeps_backbone_and_replaces_head(tmp_path):
         "vitzoo_van_b0", pretrained=True, num_classes=10, pretrained_cfg_overlay=dict(file=str(path))
     )
     assert model.head.weight.shape == (10, 256)
-    torch.testing.assert_close(model.stages[2].blocks[1].attn.lka.conv0.weight, ckpt["state_dict"]["block3.1.attn.spatial_gating_unit.conv0.weight"])
+    torch.testing.assert_close(
+        model.stages[2].blocks[1].attn.lka.conv0.weight,
+        ckpt["state_dict"]["block3.1.attn.spatial_gating_unit.conv0.weight"],
+    )
 
 
 def test_own_layout_safetensors_round_trip(tmp_path, seed):
@@ -109,7 +112,9 @@ def test_missing_and_extra_keys_are_listed(tmp_path):
     ckpt["model"]["stages.2.3.attn.bogus"] = torch.zeros(3)
     path = tmp_path / "broken.pth"
     torch.save(ckpt, path)
-    with pytest.raises(CheckpointError, match=r"1 missing keys: stages\.2\.blocks\.3\.attn\.proj\.weight.*1 unexpected keys"):
+    with pytest.raises(
+        CheckpointError, match=r"1 missing keys: stages\.2\.blocks\.3\.attn\.proj\.weight.*1 unexpected keys"
+    ):
         timm.create_model("vitzoo_biformer_t", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
 
 
@@ -181,9 +186,9 @@ def test_hugging_face_hub_paths_offline(tmp_path):
         import timm, torch, vitzoo
         from safetensors.torch import load_file
         van = timm.create_model('vitzoo_van_b0.official_in1k', pretrained=True)
-        assert torch.equal(van.head.weight, torch.load({str(tmp_path / 'head.pt')!r}))
+        assert torch.equal(van.head.weight, torch.load({str(tmp_path / "head.pt")!r}))
         bif = timm.create_model('hf-hub:vitzoo-test/biformer-t-5cls', pretrained=True)
-        ref = load_file({str(saved / 'model.safetensors')!r})
+        ref = load_file({str(saved / "model.safetensors")!r})
         assert bif.head.weight.shape == (5, 512)
         assert all(torch.equal(bif.state_dict()[k], v) for k, v in ref.items())
         print('hub ok')

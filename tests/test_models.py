@@ -69,7 +69,11 @@ def test_forward_backward_reach_every_parameter(name, seed):
     out = model(torch.randn(*IMG))
     assert out.shape == (2, 7) and torch.isfinite(out).all()
     out.square().mean().backward()
-    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all())]
+    missing = [
+        n
+        for n, p in model.named_parameters()
+        if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all())
+    ]
     assert not missing, f"no finite gradient for {missing[:5]}"
 
 

@@ -207,7 +207,14 @@ def brute_routed(q, k, v, n, topk, heads, scale):
     """Per query token: find its region, rank key regions by mean-q . mean-k, attend to the real tokens of the top-k."""
     b, h, w, c = q.shape
     rh, rw = -(-h // n), -(-w // n)
-    regions = [[(i, j) for i in range(r // n * rh, min(h, r // n * rh + rh)) for j in range(r % n * rw, min(w, r % n * rw + rw))] for r in range(n * n)]
+    regions = [
+        [
+            (i, j)
+            for i in range(r // n * rh, min(h, r // n * rh + rh))
+            for j in range(r % n * rw, min(w, r % n * rw + rw))
+        ]
+        for r in range(n * n)
+    ]
     out = torch.zeros(b, h, w, v.shape[-1])
     for bi in range(b):
         means_q = [torch.stack([q[bi, i, j] for i, j in reg]).mean(0) if reg else torch.zeros(c) for reg in regions]
@@ -247,7 +254,8 @@ def test_routed_gradients_flow_to_q_k_v(seed):
 
 
 @pytest.mark.parametrize(
-    "args,match", [((3, 10, 2), "topk <= num_regions"), ((3, 2, 3), "divisible by num_heads"), ((0, 1, 2), "num_regions >= 1")]
+    "args,match",
+    [((3, 10, 2), "topk <= num_regions"), ((3, 2, 3), "divisible by num_heads"), ((0, 1, 2), "num_regions >= 1")],
 )
 def test_routed_bad_arguments(args, match):
     q, k, v = _qkv(1, 6, 6, 8)

@@ -98,11 +98,13 @@ def guarded_load(model_name: str) -> Iterator[None]:
         # timm re-raises torch's refusal as a RuntimeError naming the blocked globals
         if "unsupported global" in text or "non-allowlisted" in text:
             raise CheckpointError(
-                f"refusing to load weights for {model_name}: the file contains pickled Python objects that could run "
-                f"code, and vitzoo loads only tensors (safetensors or torch.load(weights_only=True)). Convert it with a "
-                f"trusted script to a plain state dict or safetensors. Details: {_unpickler_detail(e)}"
+                f"refusing to load weights for {model_name}: the file contains pickled Python objects that could "
+                f"run code, and vitzoo loads only tensors (safetensors or torch.load(weights_only=True)). Convert it "
+                f"with a trusted script to a plain state dict or safetensors. Details: {_unpickler_detail(e)}"
             ) from e
-        raise CheckpointError(f"could not read weights for {model_name}: corrupt or not a checkpoint ({_unpickler_detail(e)})") from e
+        raise CheckpointError(
+            f"could not read weights for {model_name}: corrupt or not a checkpoint ({_unpickler_detail(e)})"
+        ) from e
     except (EOFError, zipfile.BadZipFile, SafetensorError) as e:
         raise CheckpointError(f"could not read weights for {model_name}: the file is truncated or corrupt ({e})") from e
 

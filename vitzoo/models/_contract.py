@@ -48,7 +48,9 @@ class HierarchicalBackbone(nn.Module):
         """Raise a ValueError that says what is valid when ``x`` is not an image batch this model can process."""
         name = type(self).__name__
         if x.dim() != 4:
-            raise ValueError(f"{name} expects a 4-D NCHW image batch, got a {x.dim()}-D tensor of shape {tuple(x.shape)}")
+            raise ValueError(
+                f"{name} expects a 4-D NCHW image batch, got a {x.dim()}-D tensor of shape {tuple(x.shape)}"
+            )
         if x.shape[1] != self.in_chans:
             raise ValueError(
                 f"{name} was built for {self.in_chans} input channels but got {x.shape[1]} (shape {tuple(x.shape)}); "

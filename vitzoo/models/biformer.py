@@ -71,8 +71,16 @@ class GlobalAttentionLePE(nn.Module):
 class BiFormerBlock(nn.Module):
     """NCHW in and out: ``x + dwconv3x3(x)``, then pre-norm attention and MLP in channels-last."""
 
-    def __init__(self, dim: int, num_heads: int, num_regions: int, topk: int, mlp_ratio: float,
-                 drop_path: float, global_heads: int = 8):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        num_regions: int,
+        topk: int,
+        mlp_ratio: float,
+        drop_path: float,
+        global_heads: int = 8,
+    ):
         super().__init__()
         self.pos_embed = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
@@ -134,9 +142,7 @@ class BiFormer(HierarchicalBackbone):
         stages, self.feature_info = [], []
         for i, (dim, depth) in enumerate(zip(embed_dims, depths)):
             if i == 0:  # two 3x3/2 convs: C/2 then C
-                downsample = nn.Sequential(
-                    *_conv_bn(in_chans, dim // 2), nn.GELU(), *_conv_bn(dim // 2, dim)
-                )
+                downsample = nn.Sequential(*_conv_bn(in_chans, dim // 2), nn.GELU(), *_conv_bn(dim // 2, dim))
             else:
                 downsample = nn.Sequential(*_conv_bn(embed_dims[i - 1], dim))
             blocks = [
@@ -225,12 +231,14 @@ def _cfg(**kwargs) -> dict:
 
 _ONEDRIVE = "https://api.onedrive.com/v1.0/shares/{}/root/content"
 
-default_cfgs = generate_default_cfgs({
-    # Official ImageNet-1k weights, shared by the authors on OneDrive (share links reported unstable).
-    "vitzoo_biformer_t.official_in1k": _cfg(url=_ONEDRIVE.format("s!AkBbczdRlZvChHEOoGkgwgQzEDlM")),
-    "vitzoo_biformer_s.official_in1k": _cfg(url=_ONEDRIVE.format("s!AkBbczdRlZvChHDyM-x9KWRBZ832")),
-    "vitzoo_biformer_b.official_in1k": _cfg(url=_ONEDRIVE.format("s!AkBbczdRlZvChHI_XPhoadjaNxtO")),
-})
+default_cfgs = generate_default_cfgs(
+    {
+        # Official ImageNet-1k weights, shared by the authors on OneDrive (share links reported unstable).
+        "vitzoo_biformer_t.official_in1k": _cfg(url=_ONEDRIVE.format("s!AkBbczdRlZvChHEOoGkgwgQzEDlM")),
+        "vitzoo_biformer_s.official_in1k": _cfg(url=_ONEDRIVE.format("s!AkBbczdRlZvChHDyM-x9KWRBZ832")),
+        "vitzoo_biformer_b.official_in1k": _cfg(url=_ONEDRIVE.format("s!AkBbczdRlZvChHI_XPhoadjaNxtO")),
+    }
+)
 
 
 @register_model

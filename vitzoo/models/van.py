@@ -104,8 +104,18 @@ class OverlapPatchEmbed(nn.Module):
 
 
 class VanStage(nn.Module):
-    def __init__(self, in_chans: int, dim: int, depth: int, kernel: int, stride: int, mlp_ratio: float,
-                 drop: float, drop_path: list[float], norm_eps: float):
+    def __init__(
+        self,
+        in_chans: int,
+        dim: int,
+        depth: int,
+        kernel: int,
+        stride: int,
+        mlp_ratio: float,
+        drop: float,
+        drop_path: list[float],
+        norm_eps: float,
+    ):
         super().__init__()
         self.grad_checkpointing = False
         self.downsample = OverlapPatchEmbed(in_chans, dim, kernel, stride)
@@ -228,21 +238,27 @@ def _cfg(**kwargs) -> dict:
     }
 
 
-default_cfgs = generate_default_cfgs({
-    # Official ImageNet-1k weights, published by the authors on the Hugging Face Hub (timm training checkpoints).
-    "vitzoo_van_b0.official_in1k": _cfg(
-        hf_hub_id="Visual-Attention-Network/VAN-Tiny-original", hf_hub_filename="van_tiny_754.pth.tar"),
-    "vitzoo_van_b1.official_in1k": _cfg(
-        hf_hub_id="Visual-Attention-Network/VAN-Small-original", hf_hub_filename="van_small_811.pth.tar"),
-    "vitzoo_van_b2.official_in1k": _cfg(
-        hf_hub_id="Visual-Attention-Network/VAN-Base-original", hf_hub_filename="van_base_828.pth.tar"),
-    "vitzoo_van_b3.official_in1k": _cfg(
-        hf_hub_id="Visual-Attention-Network/VAN-Large-original", hf_hub_filename="van_large_839.pth.tar"),
-    # B4-B6: the authors released only ImageNet-22k pre-training (on Tsinghua Cloud, no per-file links).
-    "vitzoo_van_b4": _cfg(),
-    "vitzoo_van_b5": _cfg(),
-    "vitzoo_van_b6": _cfg(),
-})
+default_cfgs = generate_default_cfgs(
+    {
+        # Official ImageNet-1k weights, published by the authors on the Hugging Face Hub (timm training checkpoints).
+        "vitzoo_van_b0.official_in1k": _cfg(
+            hf_hub_id="Visual-Attention-Network/VAN-Tiny-original", hf_hub_filename="van_tiny_754.pth.tar"
+        ),
+        "vitzoo_van_b1.official_in1k": _cfg(
+            hf_hub_id="Visual-Attention-Network/VAN-Small-original", hf_hub_filename="van_small_811.pth.tar"
+        ),
+        "vitzoo_van_b2.official_in1k": _cfg(
+            hf_hub_id="Visual-Attention-Network/VAN-Base-original", hf_hub_filename="van_base_828.pth.tar"
+        ),
+        "vitzoo_van_b3.official_in1k": _cfg(
+            hf_hub_id="Visual-Attention-Network/VAN-Large-original", hf_hub_filename="van_large_839.pth.tar"
+        ),
+        # B4-B6: the authors released only ImageNet-22k pre-training (on Tsinghua Cloud, no per-file links).
+        "vitzoo_van_b4": _cfg(),
+        "vitzoo_van_b5": _cfg(),
+        "vitzoo_van_b6": _cfg(),
+    }
+)
 
 
 @register_model

@@ -129,7 +129,9 @@ def check_qkv(op_name: str, q: Any, k: Any, v: Any, rank: int, layout: str) -> N
     """Raise a ValueError naming the expected layout when q/k/v do not share a rank, dtype and device."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         if t.dim() != rank:
-            raise ValueError(f"{op_name}: {name} must be a {rank}-D tensor laid out {layout}, got shape {tuple(t.shape)}")
+            raise ValueError(
+                f"{op_name}: {name} must be a {rank}-D tensor laid out {layout}, got shape {tuple(t.shape)}"
+            )
     if not (q.dtype == k.dtype == v.dtype):
         raise ValueError(f"{op_name}: q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     if not (q.device == k.device == v.device):
