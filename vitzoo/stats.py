@@ -11,7 +11,19 @@ from dataclasses import dataclass
 
 import timm
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
+
+# Ops whose outputs timm's model cards count as "activations" (fvcore's convention: conv and matmul outputs).
+_ACTIVATION_OPS = {
+    torch.ops.aten.convolution.default,
+    torch.ops.aten.mm.default,
+    torch.ops.aten.addmm.default,
+    torch.ops.aten.bmm.default,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default,
+    torch.ops.aten._scaled_dot_product_efficient_attention.default,
+    torch.ops.aten._scaled_dot_product_flash_attention.default,
+}
 
 
 @dataclass(frozen=True)
@@ -19,6 +31,7 @@ class ModelStats:
     name: str
     params_m: float  # millions of parameters, classifier included
     gmacs: float  # at ``img_size``
+    activations_m: float  # millions of conv / matmul / attention output elements at ``img_size``
     img_size: int
     reductions: tuple[int, ...]  # feature strides of the stages
     channels: tuple[int, ...]
@@ -41,6 +54,31 @@ def count_gmacs(model: torch.nn.Module, img_size: int | tuple[int, int] = 224, i
     return counter.get_total_flops() / 2e9
 
 
+class _ActivationCounter(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func in _ACTIVATION_OPS:
+            first = out[0] if isinstance(out, (tuple, list)) else out
+            self.count += first.numel()
+        return out
+
+
+def count_activations(model: torch.nn.Module, img_size: int | tuple[int, int] = 224, in_chans: int = 3) -> float:
+    """Millions of output elements of convolutions, matmuls and attention in one forward pass of one image."""
+    h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
+    x = torch.empty(1, in_chans, h, w, device=next(model.parameters()).device)
+    was_training = model.training
+    model.eval()
+    with _ActivationCounter() as counter, torch.no_grad():
+        model(x)
+    model.train(was_training)
+    return counter.count / 1e6
+
+
 def model_stats(name: str, img_size: int = 224, **kwargs) -> ModelStats:
     """Build ``name`` on the meta device and measure it."""
     with torch.device("meta"):
@@ -50,6 +88,7 @@ def model_stats(name: str, img_size: int = 224, **kwargs) -> ModelStats:
         name=name,
         params_m=count_params(model) / 1e6,
         gmacs=count_gmacs(model, img_size),
+        activations_m=count_activations(model, img_size),
         img_size=img_size,
         reductions=tuple(f["reduction"] for f in info),
         channels=tuple(f["num_chs"] for f in info),

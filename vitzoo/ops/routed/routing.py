@@ -35,17 +35,21 @@ def valid_tokens(h: int, w: int, num_regions: int, rh: int, rw: int, device: tor
 
 
 @torch.no_grad()
-def route(q_reg: torch.Tensor, k_reg: torch.Tensor, valid: torch.Tensor, topk: int) -> torch.Tensor:
+def route(q_reg: torch.Tensor, k_reg: torch.Tensor, valid: torch.Tensor | None, topk: int) -> torch.Tensor:
     """Top-k key regions for each query region: ``[B, R, topk]`` long.
 
-    Region descriptors are the means of q and k over the real tokens of each region (all channels). Regions made
-    only of padding are never preferred over real ones. The logit scale is left out: a positive scale does not
-    change which regions rank highest.
+    Region descriptors are the means of q and k over the real tokens of each region (all channels); ``valid``
+    (``[R, T]``, None when there is no padding) marks them. Regions made only of padding are never preferred over
+    real ones. The logit scale is left out: a positive scale does not change which regions rank highest.
     """
-    weight = valid.to(q_reg.dtype)[None, :, :, None]  # 1, R, T, 1
-    count = weight.sum(dim=2).clamp(min=1)  # 1, R, 1
-    q_mean = (q_reg * weight).sum(dim=2) / count  # B, R, C
-    k_mean = (k_reg * weight).sum(dim=2) / count
+    if valid is None:
+        q_mean, k_mean = q_reg.mean(dim=2), k_reg.mean(dim=2)  # B, R, C
+    else:
+        weight = valid.to(q_reg.dtype)[None, :, :, None]  # 1, R, T, 1
+        count = weight.sum(dim=2).clamp(min=1)  # 1, R, 1
+        q_mean = (q_reg * weight).sum(dim=2) / count
+        k_mean = (k_reg * weight).sum(dim=2) / count
     logits = q_mean @ k_mean.transpose(-1, -2)  # B, R, R
-    logits = logits.masked_fill(~valid.any(dim=1)[None, None, :], float("-inf"))
+    if valid is not None:
+        logits = logits.masked_fill(~valid.any(dim=1)[None, None, :], float("-inf"))
     return torch.topk(logits, k=topk, dim=-1).indices

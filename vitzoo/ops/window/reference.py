@@ -37,23 +37,33 @@ def padding_key_mask(h: int, w: int, wh: int, ww: int, device: torch.device) -> 
 
 def forward(q, k, v, window_size, *, bias=None, mask=None, scale=None) -> torch.Tensor:
     wh, ww = window_size
-    _, h, w, _, _ = q.shape
+    b, h, w, heads, _ = q.shape
     hp, wp = padded_size(h, wh), padded_size(w, ww)
-    qw, kw, vw = (window_partition(pad_hw(t, hp - h, wp - w), wh, ww) for t in (q, k, v))
+    n_win, n = (hp // wh) * (wp // ww), wh * ww
+    if n_win == 1:  # one window is the whole map: a strided view, no partition copy
+        qw, kw, vw = (t.reshape(b, n, heads, t.shape[-1]).transpose(1, 2) for t in (q, k, v))  # B, heads, N, D
+    else:
+        # B, nW*heads, N, D: folding windows into the head axis keeps SDPA 4-D (its fast CPU kernel) and lets one
+        # [nW*heads, N, N] mask broadcast over the batch
+        qw, kw, vw = (window_partition(pad_hw(t, hp - h, wp - w), wh, ww).flatten(1, 2) for t in (q, k, v))
 
-    attn_mask = None  # built as additive float, broadcast to [B, nW, heads, N, N]
+    attn_mask = None  # additive float, [nW, heads | 1, N, N] until flattened
     if bias is not None:
-        attn_mask = bias.to(q.dtype)[None, None]
+        attn_mask = bias.to(q.dtype)[None]
     if mask is not None:
-        extra = mask[None, :, None]
+        extra = mask[:, None]
         if extra.dtype == torch.bool:
             extra = torch.zeros_like(extra, dtype=q.dtype).masked_fill(~extra, float("-inf"))
         attn_mask = extra.to(q.dtype) if attn_mask is None else attn_mask + extra.to(q.dtype)
     if hp != h or wp != w:
-        keys = padding_key_mask(h, w, wh, ww, q.device)[None, :, None, None, :]  # 1, nW, 1, 1, N
+        keys = padding_key_mask(h, w, wh, ww, q.device)[:, None, None, :]  # nW, 1, 1, N
         pad = torch.zeros(keys.shape, dtype=q.dtype, device=q.device).masked_fill(~keys, float("-inf"))
         attn_mask = pad if attn_mask is None else attn_mask + pad
+    if attn_mask is not None:
+        attn_mask = attn_mask.expand(n_win, heads, -1, n).reshape(1, n_win * heads, -1, n)
 
-    out = F.scaled_dot_product_attention(qw, kw, vw, attn_mask=attn_mask, scale=scale)  # B, nW, heads, N, Dv
-    out = window_reverse(out, wh, ww, hp, wp)
+    out = F.scaled_dot_product_attention(qw, kw, vw, attn_mask=attn_mask, scale=scale)  # B, nW*heads, N, Dv
+    if n_win == 1:
+        return out.transpose(1, 2).reshape(b, h, w, heads, -1)
+    out = window_reverse(out.unflatten(1, (n_win, heads)), wh, ww, hp, wp)
     return out[:, :h, :w] if (hp != h or wp != w) else out

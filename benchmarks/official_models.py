@@ -1,0 +1,70 @@
+"""Register the official VAN and BiFormer implementations with timm, from checkouts the user provides.
+
+The benchmark compares vitzoo against the authors' code in the same run. vitzoo does not ship that code: pass the
+paths of your own checkouts of https://github.com/Visual-Attention-Network/VAN-Classification and
+https://github.com/rayleizhu/BiFormer (the latter needs ``einops`` and ``fairscale`` installed). Their model
+functions are registered with timm as ``official_<their name>`` (``official_van_b0``, ``official_biformer_tiny``),
+wrapped to drop the config arguments that timm 1.x passes and their timm-0.4-era functions do not accept.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+from timm.models import register_model
+
+# vitzoo name -> the official function's name
+_OFFICIAL_FUNCTIONS = {
+    **{f"vitzoo_van_b{i}": f"van_b{i}" for i in range(7)},
+    "vitzoo_biformer_t": "biformer_tiny",
+    "vitzoo_biformer_s": "biformer_small",
+    "vitzoo_biformer_b": "biformer_base",
+}
+# vitzoo name -> the name the official model is registered under here
+OFFICIAL_NAMES = {ours: f"official_{theirs}" for ours, theirs in _OFFICIAL_FUNCTIONS.items()}
+_TIMM_ONLY_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
+
+
+def _register(module: ModuleType, family: str) -> None:
+    for ours, theirs in _OFFICIAL_FUNCTIONS.items():
+        if not ours.startswith(f"vitzoo_{family}_") or not hasattr(module, theirs):
+            continue
+
+        def entry(pretrained: bool = False, _fn: Callable = getattr(module, theirs), **kwargs):
+            for key in _TIMM_ONLY_KWARGS:
+                kwargs.pop(key, None)
+            return _fn(pretrained=pretrained, **kwargs)
+
+        entry.__name__ = OFFICIAL_NAMES[ours]
+        entry.__module__ = __name__
+        register_model(entry)
+
+
+def register_official_van(repo: Path) -> None:
+    """Import ``models/van.py`` from a VAN-Classification checkout (by path: it has no package of its own)."""
+    path = Path(repo) / "models" / "van.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: pass the root of a VAN-Classification checkout")
+    spec = importlib.util.spec_from_file_location("official_van", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its own @register_model looks the defining module up there
+    spec.loader.exec_module(module)
+    _register(module, "van")
+
+
+def register_official_biformer(repo: Path) -> None:
+    """Import ``models.biformer`` from a BiFormer checkout (it imports ``ops.*`` relative to the repo root)."""
+    repo = Path(repo).resolve()
+    if not (repo / "models" / "biformer.py").is_file():
+        raise FileNotFoundError(f"{repo}/models/biformer.py not found: pass the root of a BiFormer checkout")
+    sys.path.insert(0, str(repo))
+    try:
+        module = importlib.import_module("models.biformer")
+    finally:
+        sys.path.remove(str(repo))
+    _register(module, "biformer")

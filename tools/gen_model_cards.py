@@ -1,0 +1,170 @@
+"""Generate one model card per registered model in ``model_cards/`` from one dict per model.
+
+Each card dict is assembled from the model's pretrained cfg, vitzoo's measurements (``vitzoo.stats``), the paper
+table, the committed CPU benchmark (``benchmarks/results/cpu_models.json``) and the committed check against the
+official code (``benchmarks/results/official_parity.json``). Usage: ``python tools/gen_model_cards.py``;
+``--check`` exits 1 when a committed card is stale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+import timm
+
+import vitzoo  # noqa: F401  (registers the models)
+from vitzoo.paper_table import PAPER_TABLE
+from vitzoo.stats import model_stats
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CARDS = ROOT / "model_cards"
+RESULTS = ROOT / "benchmarks" / "results"
+
+FAMILIES = {
+    "van": dict(
+        title="Visual Attention Network",
+        arxiv="2202.09741",
+        citation=(
+            "@article{guo2023visual,\n  title={Visual Attention Network},\n"
+            "  author={Guo, Meng-Hao and Lu, Cheng-Ze and Liu, Zheng-Ning and Cheng, Ming-Ming and Hu, Shi-Min},\n"
+            "  journal={Computational Visual Media},\n  year={2023}\n}"
+        ),
+    ),
+    "biformer": dict(
+        title="BiFormer: Vision Transformer with Bi-Level Routing Attention",
+        arxiv="2303.08810",
+        citation=(
+            "@inproceedings{zhu2023biformer,\n  title={BiFormer: Vision Transformer with Bi-Level Routing Attention},\n"
+            "  author={Zhu, Lei and Wang, Xinjiang and Ke, Zhanghan and Zhang, Wayne and Lau, Rynson},\n"
+            "  booktitle={CVPR},\n  year={2023}\n}"
+        ),
+    ),
+}
+
+
+def _load(name: str) -> dict:
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def card_dict(name: str, bench: list[dict], parity: dict) -> dict:
+    """Everything one card says, in one place."""
+    with_tag = timm.list_pretrained(name)
+    cfg = timm.models.get_pretrained_cfg(with_tag[0] if with_tag else name).to_dict()
+    family = name.split("_")[1]
+    stats = model_stats(name, img_size=cfg["input_size"][-1])
+    rows = [r for r in bench if r.get("model") == name]
+    return dict(
+        name=name,
+        family=family,
+        tags=[t.split(".", 1)[1] for t in with_tag],
+        license=cfg.get("license", "unknown"),
+        origin_url=cfg.get("origin_url"),
+        weights=cfg.get("hf_hub_id") or cfg.get("url"),
+        img_size=cfg["input_size"][-1],
+        stats=stats,
+        paper=PAPER_TABLE.get(name),
+        bench=rows,
+        parity=parity.get(name),
+        **FAMILIES[family],
+    )
+
+
+def render(card: dict) -> str:
+    s, paper = card["stats"], card["paper"]
+    name = card["name"]
+    tag = f"{name}.{card['tags'][0]}" if card["tags"] else name
+    lines = [
+        "---",
+        "library_name: timm",
+        f"license: {card['license']}",
+        "tags:\n- image-classification\n- timm\n- vitzoo",
+        "datasets:\n- imagenet-1k",
+        "---",
+        f"# Model card for {name}",
+        "",
+        f"{card['title']} (arXiv:{card['arxiv']}), ported to timm by vitzoo.",
+        "",
+        "## Model Details",
+        f"- **Params (M):** {s.params_m:.2f}",
+        f"- **GMACs:** {s.gmacs:.2f}",
+        f"- **Activations (M):** {s.activations_m:.2f}",
+        f"- **Image size:** {card['img_size']} x {card['img_size']} (any size >= 32 runs)",
+        f"- **Feature map channels / strides:** {list(s.channels)} / {list(s.reductions)}",
+        f"- **Papers:** https://arxiv.org/abs/{card['arxiv']}",
+        f"- **Original:** {card['origin_url']}",
+        f"- **Weights:** {card['weights'] + ' (official, converted on load)' if card['weights'] else 'none published'}",
+        "",
+        "## Usage",
+        "### Image classification",
+        "```python",
+        "import timm, torch, vitzoo",
+        f"model = timm.create_model('{tag}', pretrained={bool(card['tags'])}).eval()",
+        "cfg = timm.data.resolve_data_config({}, model=model)",
+        "transform = timm.data.create_transform(**cfg)",
+        "logits = model(transform(img).unsqueeze(0))  # img: a PIL image",
+        "```",
+        "### Feature maps",
+        "```python",
+        f"model = timm.create_model('{name}', features_only=True, out_indices=(0, 1, 2, 3))",
+        "for f in model(torch.randn(1, 3, 224, 224)):",
+        "    print(f.shape)",
+        "```",
+        "### Image embeddings",
+        "```python",
+        f"model = timm.create_model('{name}', num_classes=0)",
+        f"emb = model(torch.randn(1, 3, 224, 224))  # (1, {s.channels[-1]})",
+        "```",
+        "",
+        "## Comparison",
+        "| | params (M) | GMACs | ImageNet-1k top-1 |",
+        "|---|---|---|---|",
+        f"| vitzoo (measured) | {s.params_m:.2f} | {s.gmacs:.2f} | not measured |",
+    ]
+    if paper:
+        lines.append(f"| paper ({paper.source}) | {paper.params_m} | {paper.gmacs} | {paper.top1 or '-'} |")
+    if card["parity"]:
+        p = card["parity"]
+        lines += [
+            "",
+            f"Outputs checked against the official code ({p['official']}): max abs logit difference "
+            f"{p['max_abs_diff']:.1e} (logits up to {p['max_abs_logit']:.2f}) with the same random weights, "
+            f"{p['input']}, fp32, CPU.",
+        ]
+    if card["bench"]:
+        lines += ["", "CPU throughput (fp32, eager, this repo's benchmark machine; see benchmarks/results):", ""]
+        lines += ["| batch | inference img/s | training img/s |", "|---|---|---|"]
+        for r in card["bench"]:
+            train = r.get("train_img_s")
+            lines.append(f"| {r['batch_size']} | {r['infer_img_s']:.1f} | {f'{train:.1f}' if train else '-'} |")
+    lines += ["", "## Citation", "```bibtex", card["citation"], "```", ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true", help="exit 1 if a committed card is stale")
+    args = parser.parse_args()
+    bench = _load("cpu_models.json").get("results", [])
+    parity = _load("official_parity.json").get("results", {})
+    stale = []
+    CARDS.mkdir(exist_ok=True)
+    for name in timm.list_models("vitzoo_*"):
+        text = render(card_dict(name, bench, parity))
+        path = CARDS / f"{name}.md"
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(path.name)
+        else:
+            path.write_text(text)
+    if stale:
+        print(f"stale model cards: {stale}; run python tools/gen_model_cards.py", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

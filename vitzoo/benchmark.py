@@ -1,0 +1,296 @@
+"""Throughput, latency and memory of a timm model, measured the same way for vitzoo models and their timm peers.
+
+:func:`benchmark_model` builds a model with random weights and times two phases on random data:
+
+* **inference**: ``eval()`` mode under ``torch.inference_mode``;
+* **training**: forward, cross-entropy against random labels, backward and an SGD (momentum 0.9) step.
+
+Each phase runs ``warmup`` untimed batches (which absorb ``torch.compile`` and allocator warm-up) and then
+``iters`` timed batches; every timed batch is synchronised on CUDA so per-batch latencies are real.
+
+Peak memory is reported under a name that says what was measured, because the two devices cannot be measured
+alike:
+
+* CUDA: ``peak_cuda_alloc_mb``, ``torch.cuda.max_memory_allocated`` over the whole call (tensors only, not the
+  caching allocator's reserve);
+* CPU: ``peak_rss_growth_mb``, how much the process's lifetime peak RSS (``resource.getrusage``) rose during the
+  call. The kernel only keeps the lifetime peak, so a model that stays under an earlier model's peak in the same
+  process reports ``0.0``: run one model per process when this number matters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .stats import count_gmacs, count_params
+
+__all__ = ["benchmark_model", "environment", "percentile", "write_json_atomic", "write_text_atomic"]
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default method) of ``values``, ``q`` in [0, 100]."""
+    if not values:
+        raise ValueError("percentile of an empty sequence")
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def _peak_rss_mb() -> float:
+    # ru_maxrss is KiB on Linux but bytes on macOS.
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def _loadavg() -> float | None:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def environment(device: str | torch.device = "cpu") -> dict:
+    """Versions and machine facts that a benchmark result is meaningless without."""
+    from . import __version__
+
+    device = torch.device(device)
+    return {
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "vitzoo": __version__,
+        "python": platform.python_version(),
+        "device": str(device),
+        "device_name": _device_name(device),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        # Other processes on the same cores distort CPU timings badly (OpenMP threads spin against them): a 1-minute
+        # load average well above ``threads`` when the run started or ended means the numbers are suspect.
+        "loadavg_1m": _loadavg(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
+    if not amp:
+        return contextlib.nullcontext()
+    # float16 has no fast CPU kernels; bfloat16 does, and needs no loss scaling.
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _dtype_label(device: torch.device, amp: bool) -> str:
+    if not amp:
+        return "float32"
+    return ("float16" if device.type == "cuda" else "bfloat16") + " autocast"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time_steps(
+    step: Callable[[], None], device: torch.device, warmup: int, iters: int, desc: str, progress: bool
+) -> list[float]:
+    """Run ``step`` ``warmup`` times untimed, then ``iters`` times; return per-step seconds."""
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    times = []
+    for _ in tqdm(range(iters), desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
+        start = time.perf_counter()
+        step()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _summarise(prefix: str, times: list[float], batch_size: int) -> dict:
+    ms = [t * 1e3 for t in times]
+    return {
+        f"{prefix}_img_s": batch_size * len(times) / sum(times),
+        f"{prefix}_ms_mean": sum(ms) / len(ms),
+        f"{prefix}_ms_p50": percentile(ms, 50),
+        f"{prefix}_ms_p90": percentile(ms, 90),
+    }
+
+
+@contextlib.contextmanager
+def _peak_memory(device: torch.device, out: dict) -> Iterator[None]:
+    """Record the call's peak memory into ``out`` under a device-specific key (see the module docstring)."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        yield
+        out["peak_cuda_alloc_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        before = _peak_rss_mb()
+        yield
+        out["peak_rss_growth_mb"] = _peak_rss_mb() - before
+
+
+def _create_kwargs(name: str, img_size: int) -> dict:
+    """Ask for ``img_size`` at build time only from models whose cfg says their input size is fixed."""
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is not None and cfg.fixed_input_size and tuple(cfg.input_size[1:]) != (img_size, img_size):
+        return {"img_size": img_size}
+    return {}
+
+
+def default_img_size(name: str) -> int:
+    """The square side of the model's default input (the larger side if its default is not square)."""
+    cfg = timm.models.get_pretrained_cfg(name)
+    return max(cfg.input_size[1:]) if cfg is not None else 224
+
+
+def benchmark_model(
+    name: str,
+    batch_size: int = 8,
+    img_size: int | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    channels_last: bool = False,
+    compile: bool = False,
+    amp: bool = False,
+    warmup: int = 2,
+    iters: int = 10,
+    train: bool = True,
+    progress: bool = True,
+) -> dict:
+    """Measure one model's inference (and optionally training) speed and its peak memory.
+
+    Args:
+        name: A timm model name (``import vitzoo`` first to benchmark ``vitzoo_*`` models).
+        batch_size: Images per batch.
+        img_size: Square input side; ``None`` takes the model's default input size.
+        device: ``"cpu"`` or ``"cuda"`` (or a ``torch.device``).
+        channels_last: Convert the model and inputs to ``torch.channels_last``.
+        compile: Wrap the model in ``torch.compile``; compilation happens during warm-up.
+        amp: Run under ``torch.autocast`` (bfloat16 on CPU, float16 on CUDA with a gradient scaler).
+        warmup: Untimed batches before each timed phase.
+        iters: Timed batches per phase.
+        train: Also time training steps.
+        progress: Show a tqdm bar over the timed batches.
+
+    Returns:
+        A flat dict: the settings, ``params_m`` and ``gmacs`` (per image, at ``img_size``), then
+        ``infer_img_s`` / ``infer_ms_mean`` / ``infer_ms_p50`` / ``infer_ms_p90``, the same four with a ``train_``
+        prefix (``None`` when ``train`` is false), and ``peak_cuda_alloc_mb`` or ``peak_rss_growth_mb``.
+    """
+    if iters < 1 or warmup < 0 or batch_size < 1:
+        raise ValueError(f"need iters >= 1, warmup >= 0 and batch_size >= 1, got {iters}, {warmup}, {batch_size}")
+    if compile and warmup < 1:
+        raise ValueError("torch.compile compiles on the first batch; use warmup >= 1 so it is not timed")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was requested but torch.cuda.is_available() is False")
+    img_size = img_size or default_img_size(name)
+    kwargs = _create_kwargs(name, img_size)
+
+    # Count on the meta device: no weights allocated, and the count is not disturbed by compile or autocast.
+    # Some third-party models (the official reference implementations) call .item() while building and cannot
+    # be built there; those are counted on the CPU instead.
+    try:
+        with torch.device("meta"):
+            meta_model = timm.create_model(name, **kwargs)
+    except (NotImplementedError, RuntimeError):
+        meta_model = timm.create_model(name, **kwargs)
+    result = {
+        "model": name,
+        "batch_size": batch_size,
+        "img_size": img_size,
+        "device": str(device),
+        "dtype": _dtype_label(device, amp),
+        "channels_last": channels_last,
+        "compile": compile,
+        "warmup": warmup,
+        "iters": iters,
+        "params_m": count_params(meta_model) / 1e6,
+        "gmacs": count_gmacs(meta_model, img_size),
+        "loadavg_1m_at_start": _loadavg(),  # see environment(): contention check
+    }
+    del meta_model
+
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    with _peak_memory(device, result):
+        model = timm.create_model(name, **kwargs).to(device=device, memory_format=memory_format)
+        runner = torch.compile(model) if compile else model
+        x = torch.randn(batch_size, 3, img_size, img_size, device=device).contiguous(memory_format=memory_format)
+
+        model.eval()
+
+        def infer_step() -> None:
+            with torch.inference_mode(), _autocast(device, amp):
+                runner(x)
+
+        times = _time_steps(infer_step, device, warmup, iters, f"{name} bs{batch_size} infer", progress)
+        result.update(_summarise("infer", times, batch_size))
+
+        if train:
+            model.train()
+            target = torch.randint(0, model.num_classes, (batch_size,), device=device)
+            optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+            scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
+
+            def train_step() -> None:
+                optimizer.zero_grad(set_to_none=True)
+                with _autocast(device, amp):
+                    loss = F.cross_entropy(runner(x), target)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+
+            times = _time_steps(train_step, device, warmup, iters, f"{name} bs{batch_size} train", progress)
+            result.update(_summarise("train", times, batch_size))
+        else:
+            result.update(dict.fromkeys(("train_img_s", "train_ms_mean", "train_ms_p50", "train_ms_p90")))
+    return result
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` so that readers see the old file or the whole new one, never a partial write."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The temporary file must sit in the target's directory: os.replace is only atomic within one file system.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        # mkstemp creates the file 0600; a results file should be as readable as one written by open().
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike, obj: object) -> None:
+    """Atomically write ``obj`` as indented JSON (see :func:`write_text_atomic`)."""
+    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
