@@ -19,6 +19,9 @@ import vitzoo  # noqa: F401  (registers the models)
 from vitzoo.paper_table import PAPER_TABLE
 from vitzoo.stats import model_stats
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+from official_models import OFFICIAL_NAMES  # noqa: E402
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CARDS = ROOT / "model_cards"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -50,13 +53,22 @@ def _load(name: str) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def _same_run(bench: list[dict], model: str | None, like: dict) -> dict | None:
+    """The benchmark row of ``model`` with the same batch size as ``like``, if the run measured it."""
+    return next((r for r in bench if r["model"] == model and r["batch_size"] == like["batch_size"]), None)
+
+
+def _ratio(ours: float | None, theirs: float | None) -> str:
+    return f"{ours / theirs:.2f}x" if ours and theirs else "-"
+
+
 def card_dict(name: str, bench: list[dict], parity: dict) -> dict:
     """Everything one card says, in one place."""
     with_tag = timm.list_pretrained(name)
     cfg = timm.models.get_pretrained_cfg(with_tag[0] if with_tag else name).to_dict()
     family = name.split("_")[1]
     stats = model_stats(name, img_size=cfg["input_size"][-1])
-    rows = [r for r in bench if r.get("model") == name]
+    rows = [dict(r, official=_same_run(bench, OFFICIAL_NAMES.get(name), r)) for r in bench if r["model"] == name]
     return dict(
         name=name,
         family=family,
@@ -136,10 +148,14 @@ def render(card: dict) -> str:
         ]
     if card["bench"]:
         lines += ["", "CPU throughput (fp32, eager, this repo's benchmark machine; see benchmarks/results):", ""]
-        lines += ["| batch | inference img/s | training img/s |", "|---|---|---|"]
+        lines += [
+            "| batch | inference img/s | training img/s | inference / training vs official (same run) |",
+            "|---|---|---|---|",
+        ]
         for r in card["bench"]:
-            train = r.get("train_img_s")
-            lines.append(f"| {r['batch_size']} | {r['infer_img_s']:.1f} | {f'{train:.1f}' if train else '-'} |")
+            train, off = r.get("train_img_s"), r["official"] or {}
+            vs = f"{_ratio(r['infer_img_s'], off.get('infer_img_s'))} / {_ratio(train, off.get('train_img_s'))}"
+            lines.append(f"| {r['batch_size']} | {r['infer_img_s']:.1f} | {f'{train:.1f}' if train else '-'} | {vs} |")
     lines += ["", "## Citation", "```bibtex", card["citation"], "```", ""]
     return "\n".join(lines)
 

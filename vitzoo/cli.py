@@ -20,7 +20,7 @@ import vitzoo  # noqa: F401  (registers the vitzoo_* models with timm)
 
 from .benchmark import benchmark_model, default_img_size, environment, write_json_atomic
 from .paper_table import PAPER_TABLE
-from .stats import count_gmacs, count_params, model_stats
+from .stats import ModelStats, model_stats
 
 __all__ = ["main"]
 
@@ -28,19 +28,9 @@ EXIT_USAGE = 2  # argparse's own exit code for bad arguments; an unknown model n
 
 
 @functools.cache  # a process that lists twice (tests, callers of main()) counts once
-def _cost(name: str, img_size: int = 224) -> dict:
-    """Params, GMACs and feature metadata: :func:`~vitzoo.stats.model_stats` without its activation count.
-
-    ``list`` shows only these, and skipping the extra traced forward pass per model roughly halves its run time.
-    """
-    with torch.device("meta"):
-        model = timm.create_model(name)
-    return {
-        "params_m": count_params(model) / 1e6,
-        "gmacs": count_gmacs(model, img_size),
-        "reductions": [f["reduction"] for f in model.feature_info],
-        "channels": [f["num_chs"] for f in model.feature_info],
-    }
+def _cost(name: str, img_size: int = 224) -> ModelStats:
+    """Params, GMACs and feature metadata; ``list`` skips the activation count, which roughly halves its time."""
+    return model_stats(name, img_size, activations=False)
 
 
 def _strides(values: Sequence[int]) -> str:
@@ -109,10 +99,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         records.append(
             {
                 "model": name,
-                "params_m": round(cost["params_m"], 3),
-                "gmacs_224": round(cost["gmacs"], 3),
-                "reductions": cost["reductions"],
-                "channels": cost["channels"],
+                "params_m": round(cost.params_m, 3),
+                "gmacs_224": round(cost.gmacs, 3),
+                "reductions": list(cost.reductions),
+                "channels": list(cost.channels),
                 "pretrained_tags": tags.get(name, []),
             }
         )
@@ -141,7 +131,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     cfg = timm.models.get_pretrained_cfg(name)
     img_size = default_img_size(name)
     stats = model_stats(name, img_size=img_size)
-    activations = getattr(stats, "activations_m", None)
+    activations = stats.activations_m
     lines = [
         ("model", name),
         ("params (M)", f"{stats.params_m:.2f}"),

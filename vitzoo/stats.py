@@ -31,7 +31,7 @@ class ModelStats:
     name: str
     params_m: float  # millions of parameters, classifier included
     gmacs: float  # at ``img_size``
-    activations_m: float  # millions of conv / matmul / attention output elements at ``img_size``
+    activations_m: float | None  # millions of conv / matmul / attention outputs at ``img_size`` (None: not counted)
     img_size: int
     reductions: tuple[int, ...]  # feature strides of the stages
     channels: tuple[int, ...]
@@ -79,8 +79,8 @@ def count_activations(model: torch.nn.Module, img_size: int | tuple[int, int] = 
     return counter.count / 1e6
 
 
-def model_stats(name: str, img_size: int = 224, **kwargs) -> ModelStats:
-    """Build ``name`` on the meta device and measure it."""
+def model_stats(name: str, img_size: int = 224, activations: bool = True, **kwargs) -> ModelStats:
+    """Build ``name`` on the meta device and measure it; ``activations=False`` skips that (second) traced pass."""
     with torch.device("meta"):
         model = timm.create_model(name, **kwargs)
     info = model.feature_info
@@ -88,7 +88,7 @@ def model_stats(name: str, img_size: int = 224, **kwargs) -> ModelStats:
         name=name,
         params_m=count_params(model) / 1e6,
         gmacs=count_gmacs(model, img_size),
-        activations_m=count_activations(model, img_size),
+        activations_m=count_activations(model, img_size) if activations else None,
         img_size=img_size,
         reductions=tuple(f["reduction"] for f in info),
         channels=tuple(f["num_chs"] for f in info),
