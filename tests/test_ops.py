@@ -51,6 +51,39 @@ def brute_window(q, k, v, wh, ww, scale, bias=None, mask=None):
     return out
 
 
+def brute_dilated_window(q, k, v, wh, ww, dh, dw, scale, bias=None, mask=None):
+    """Token (i, j) attends to the real tokens of its (wh*dh) x (ww*dw) block whose row/col agree with it mod dh/dw.
+
+    In-window position of (a, c): (a % (wh*dh) // dh, c % (ww*dw) // dw); window (row, col) index:
+    (i // (wh*dh) * dh + i % dh, j // (ww*dw) * dw + j % dw) in a grid with ceil(W / (ww*dw)) * dw columns.
+    """
+    b, h, w, heads, _ = q.shape
+    bh, bw = wh * dh, ww * dw
+    n_wc = -(-w // bw) * dw
+    out = torch.zeros(*q.shape[:4], v.shape[-1], dtype=q.dtype)
+    for i in range(h):
+        for j in range(w):
+            keys = [
+                (a, c)
+                for a in range(h)
+                for c in range(w)
+                if a // bh == i // bh and a % dh == i % dh and c // bw == j // bw and c % dw == j % dw
+            ]
+            assert len(keys) <= wh * ww
+            kk = torch.stack([k[:, a, c] for a, c in keys], dim=1)  # B, K, heads, D
+            vv = torch.stack([v[:, a, c] for a, c in keys], dim=1)
+            logits = torch.einsum("bnd,bknd->bnk", q[:, i, j], kk) * scale
+            qi = i % bh // dh * ww + j % bw // dw
+            kidx = [a % bh // dh * ww + c % bw // dw for a, c in keys]
+            if bias is not None:
+                logits = logits + bias[:, qi, kidx][None]
+            if mask is not None:
+                win = (i // bh * dh + i % dh) * n_wc + (j // bw * dw + j % dw)
+                logits = logits + mask[win, qi, kidx][None, None]
+            out[:, i, j] = torch.einsum("bnk,bknd->bnd", logits.softmax(-1), vv)
+    return out
+
+
 def brute_neighborhood(q, k, v, kernel, dilation, scale):
     b, h, w, heads, _ = q.shape
 
@@ -136,6 +169,105 @@ def test_window_bad_arguments(kwargs, match):
 def test_window_bad_layout():
     with pytest.raises(ValueError, match=r"5-D tensor laid out \[B, H, W, heads, D\]"):
         window_attention(torch.randn(2, 8, 8, 16), torch.randn(2, 8, 8, 16), torch.randn(2, 8, 8, 16), 4)
+
+
+# --- dilated windows (CrossFormer LDA) --------------------------------------------------------------------------
+DILATED_CASES = [
+    ((8, 8), (2, 2), (4, 4)),  # exact: one block of 8x8
+    ((12, 12), (3, 3), (2, 2)),  # 2x2 blocks, no padding
+    ((7, 10), (2, 3), (3, 2)),  # padded, non-square; rows 7-11 hold windows made of padding only
+    ((9, 5), (3, 2), (2, 1)),  # dilation along H only
+    ((5, 13), (5, 2), (1, 3)),  # dilation along W only, the window as tall as the map
+]
+
+
+@pytest.mark.parametrize("size,window,dilation", DILATED_CASES)
+def test_dilated_window_reference_matches_definition(seed, size, window, dilation):
+    q, k, v = _qkv(2, *size, 3, 8, dv=5)
+    n = window[0] * window[1]
+    rows, cols = (-(-s // (w * d)) * d for s, w, d in zip(size, window, dilation))  # window grid of the padded map
+    n_windows = rows * cols
+    bias, mask = torch.randn(3, n, n), torch.randn(n_windows, n, n)
+    ref = window_attention(q, k, v, window, dilation=dilation, bias=bias, mask=mask, scale=0.3, backend="reference")
+    exp = brute_dilated_window(q, k, v, *window, *dilation, 0.3, bias, mask)
+    torch.testing.assert_close(ref, exp, atol=1e-5, rtol=1e-5)
+
+
+def test_dilation_one_is_the_plain_window(seed):
+    q, k, v = _qkv(1, 7, 9, 2, 4)
+    bias = torch.randn(2, 12, 12)
+    plain = window_attention(q, k, v, (3, 4), bias=bias)
+    torch.testing.assert_close(window_attention(q, k, v, (3, 4), dilation=(1, 1), bias=bias), plain)
+    torch.testing.assert_close(brute_dilated_window(q, k, v, 3, 4, 1, 1, 0.5, bias), plain, atol=1e-5, rtol=1e-5)
+
+
+def test_dilated_window_is_a_plain_window_on_the_interleaved_map(seed):
+    """LDA with interval I on a (G*I)^2 map = plain G x G windows after moving every I-th token together."""
+    g, i = 3, 4
+    q, k, v = _qkv(2, g * i, g * i, 2, 4)
+
+    def interleave(t):  # B, (G I), (G I), ... -> B, (I G), (I G), ...
+        return t.unflatten(1, (g, i)).unflatten(3, (g, i)).transpose(1, 2).transpose(3, 4).flatten(1, 2).flatten(2, 3)
+
+    def deinterleave(t):
+        return t.unflatten(1, (i, g)).unflatten(3, (i, g)).transpose(1, 2).transpose(3, 4).flatten(1, 2).flatten(2, 3)
+
+    dilated = window_attention(q, k, v, g, dilation=i)
+    plain = deinterleave(window_attention(interleave(q), interleave(k), interleave(v), g))
+    torch.testing.assert_close(dilated, plain, atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(dilated, window_attention(q, k, v, g), atol=1e-3)  # adjacent windows differ
+
+
+def test_dilated_window_gradients_match_definition_and_stay_finite(seed):
+    """Padded map with padding-only windows: gradients equal the definition's, and the bias gradient is finite."""
+    q, k, v = _qkv(1, 7, 10, 2, 4, grad=True)
+    bias = torch.randn(2, 6, 6, requires_grad=True)
+    out = window_attention(q, k, v, (2, 3), dilation=(3, 2), bias=bias)
+    out.square().sum().backward()
+    grads = [t.grad.clone() for t in (q, k, v, bias)]
+    assert all(torch.isfinite(g).all() for g in grads)
+    for t in (q, k, v, bias):
+        t.grad = None
+    brute_dilated_window(q, k, v, 2, 3, 3, 2, 0.5, bias).square().sum().backward()
+    for got, exp in zip(grads, (q.grad, k.grad, v.grad, bias.grad)):
+        torch.testing.assert_close(got, exp, atol=1e-5, rtol=1e-5)
+
+
+def test_dilated_window_padding_is_masked_not_attended(seed):
+    q, k, v = _qkv(1, 9, 9, 2, 4)
+    small = window_attention(q, k, v, 3, dilation=4)  # padded to 12x12
+    big = [torch.randn(1, 12, 12, 2, 4) for _ in range(3)]
+    for t, s in zip(big, (q, k, v)):
+        t[:, :9, :9] = s
+    assert not torch.allclose(small, window_attention(*big, 3, dilation=4)[:, :9, :9])
+
+
+def test_padding_only_windows_are_left_unmasked():
+    """7x10 in 2x3 windows with dilation (3, 2): padded to 12x12; windows of padding only keep every key."""
+    from vitzoo.ops.window.reference import padding_key_mask
+
+    valid = padding_key_mask(7, 10, 2, 3, torch.device("cpu"), 3, 2)  # nW, N
+    rows, cols = torch.meshgrid(torch.arange(12), torch.arange(12), indexing="ij")
+    real = (rows < 7) & (cols < 10)
+    expected = torch.zeros(24, 6, dtype=torch.bool)
+    for i in range(12):
+        for j in range(12):  # window (row, col) and in-window position, as the op's docstring defines them
+            win = (i // 6 * 3 + i % 3) * 4 + (j // 6 * 2 + j % 2)
+            expected[win, i % 6 // 3 * 3 + j % 6 // 2] = real[i, j]
+    empty = ~expected.any(-1)
+    assert empty.sum() == 8  # rows 7, 8, 10, 11 hold no real token: the windows at row offsets 1, 2 of block row 1
+    torch.testing.assert_close(valid, expected | empty[:, None])
+
+
+def test_dilated_window_mask_shape_counts_windows_of_the_padded_map():
+    q, k, v = _qkv(1, 7, 7, 2, 4)
+    # 7x7 in 2x2 windows with dilation 3: padded to 12x12, a 6x6 window grid
+    out = window_attention(q, k, v, 2, dilation=3, mask=torch.zeros(36, 4, 4))
+    assert out.shape == q.shape and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match=r"mask must be \[nW, N, N\] = \(36, 4, 4\).*dilation \(3, 3\)"):
+        window_attention(q, k, v, 2, dilation=3, mask=torch.zeros(16, 4, 4))
+    with pytest.raises(ValueError, match="dilation"):
+        window_attention(q, k, v, 2, dilation=0)
 
 
 # --- neighborhood attention --------------------------------------------------------------------------------------

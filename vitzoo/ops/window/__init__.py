@@ -1,22 +1,35 @@
-"""Attention inside non-overlapping 2-D windows (Swin windows, CSWin stripes, global attention).
+"""Attention inside non-overlapping 2-D windows (Swin windows, CSWin stripes, CrossFormer SDA / LDA, global).
 
 Layout (heads last, as NATTEN): ``q, k`` are ``[B, H, W, heads, D]``, ``v`` is ``[B, H, W, heads, Dv]``; the output
-is ``[B, H, W, heads, Dv]``. The map is cut into ``ceil(H / wh) x ceil(W / ww)`` windows of ``wh x ww`` tokens in
-row-major order; when the window does not divide the map, the map is zero-padded at the bottom/right and padded keys
-are masked out, so any ``H, W >= 1`` is valid. A window of ``(H, W)`` is plain global attention.
+is ``[B, H, W, heads, Dv]``.
+
+Windows. A window holds ``wh x ww`` tokens spaced ``dilation = (dh, dw)`` apart. The map is zero-padded at the
+bottom/right to ``Hp x Wp``, the smallest multiples of ``wh * dh`` and ``ww * dw``, and cut into blocks of
+``(wh * dh) x (ww * dw)`` tokens; inside a block, the tokens that share ``(row % dh, col % dw)`` form one window.
+The windows make a ``(Hp / wh) x (Wp / ww)`` grid in row-major order, window row ``u`` being block row ``u // dh``
+at row offset ``u % dh`` (columns alike), so token ``(i, j)`` lies in window
+``(i // (wh * dh) * dh + i % dh, j // (ww * dw) * dw + j % dw)`` at in-window position
+``(i % (wh * dh) // dh, j % (ww * dw) // dw)``. With ``dilation=1`` these are plain adjacent windows (Swin, SDA);
+``window_size=G, dilation=I`` on a ``(G * I) x (G * I)`` map is CrossFormer's long-distance attention (LDA), the
+``G x G`` tokens sampled with interval ``I``. A window of ``(H, W)`` is plain global attention.
+
+Padding. Padded keys are masked out, so any ``H, W >= 1`` is valid. With ``dilation > 1`` the padding can reach
+``wh * dh - 1`` rows, and some windows may then hold padding only: those attend without a padding mask (to their
+own zero keys) instead of producing NaN, and their outputs are dropped with the padding.
 
 Optional additive terms, both in the padded window grid:
 
-* ``bias``: ``[heads, N, N]`` with ``N = wh * ww`` (relative position bias), shared by every window;
-* ``mask``: ``[nW, N, N]``, either float (added to the logits) or bool (``True`` = may attend), per window, e.g. the
-  shifted-window mask.
+* ``bias``: ``[heads, N, N]`` with ``N = wh * ww`` (relative position bias over in-window positions), shared by
+  every window;
+* ``mask``: ``[nW, N, N]`` with ``nW = (Hp / wh) * (Wp / ww)`` windows in the order above, either float (added to
+  the logits) or bool (``True`` = may attend), per window, e.g. the shifted-window mask.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .._common import pair
+from .._common import padded_size, pair
 from .._dispatch import OpBackends, check_qkv
 
 __all__ = ["window_attention", "BACKENDS"]
@@ -30,20 +43,23 @@ def window_attention(
     v: torch.Tensor,
     window_size: int | tuple[int, int],
     *,
+    dilation: int | tuple[int, int] = 1,
     bias: torch.Tensor | None = None,
     mask: torch.Tensor | None = None,
     scale: float | None = None,
     backend: str | None = None,
 ) -> torch.Tensor:
-    """Softmax attention of every token over the tokens of its own window.
+    """Softmax attention of every token over the tokens of its own (possibly dilated) window.
 
     Args:
         q: Queries ``[B, H, W, heads, D]``.
         k: Keys ``[B, H, W, heads, D]``.
         v: Values ``[B, H, W, heads, Dv]``.
         window_size: Window height and width in tokens (an int means square).
-        bias: Optional additive bias ``[heads, N, N]``, ``N = wh * ww``.
-        mask: Optional per-window mask ``[nW, N, N]``, additive float or bool (``True`` = attend).
+        dilation: Spacing between the tokens of a window along H and W (an int means both); 1 = adjacent tokens.
+        bias: Optional additive bias ``[heads, N, N]``, ``N = wh * ww``, indexed by in-window positions.
+        mask: Optional per-window mask ``[nW, N, N]``, additive float or bool (``True`` = attend), ``nW`` the
+            number of windows of the padded map (see the module docstring for their order).
         scale: Logit scale; defaults to ``D ** -0.5``.
         backend: Force a backend (``'reference'``); ``None`` chooses automatically.
 
@@ -52,6 +68,7 @@ def window_attention(
     """
     check_qkv("window_attention", q, k, v, 5, "[B, H, W, heads, D]")
     wh, ww = pair(window_size, "window_size")
+    dh, dw = pair(dilation, "dilation")
     if q.shape != k.shape or q.shape[:4] != v.shape[:4]:
         raise ValueError(
             f"window_attention: q and k must have the same shape and v the same [B, H, W, heads], "
@@ -62,12 +79,12 @@ def window_attention(
     if bias is not None and tuple(bias.shape) != (heads, n, n):
         raise ValueError(f"window_attention: bias must be [heads, N, N] = {(heads, n, n)}, got {tuple(bias.shape)}")
     if mask is not None:
-        n_windows = -(-q.shape[1] // wh) * -(-q.shape[2] // ww)
+        n_windows = padded_size(q.shape[1], wh * dh) // wh * (padded_size(q.shape[2], ww * dw) // ww)
         if tuple(mask.shape) != (n_windows, n, n):
             raise ValueError(
                 f"window_attention: mask must be [nW, N, N] = {(n_windows, n, n)} for a {q.shape[1]}x{q.shape[2]} "
-                f"map in {wh}x{ww} windows, got {tuple(mask.shape)}"
+                f"map in {wh}x{ww} windows with dilation {(dh, dw)}, got {tuple(mask.shape)}"
             )
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    fn = BACKENDS.choose(q, k, v, (wh, ww), bias=bias, mask=mask, scale=scale, backend=backend)
-    return fn(q, k, v, (wh, ww), bias=bias, mask=mask, scale=scale)
+    fn = BACKENDS.choose(q, k, v, (wh, ww), dilation=(dh, dw), bias=bias, mask=mask, scale=scale, backend=backend)
+    return fn(q, k, v, (wh, ww), dilation=(dh, dw), bias=bias, mask=mask, scale=scale)

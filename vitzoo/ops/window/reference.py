@@ -12,42 +12,55 @@ def can_run(*args, **kwargs) -> str | None:
     return None
 
 
-def window_partition(x: torch.Tensor, wh: int, ww: int) -> torch.Tensor:
-    """``[B, Hp, Wp, heads, D]`` -> ``[B, nW, heads, wh * ww, D]`` with windows in row-major order."""
+def window_partition(x: torch.Tensor, wh: int, ww: int, dh: int = 1, dw: int = 1) -> torch.Tensor:
+    """``[B, Hp, Wp, heads, D]`` -> ``[B, nW, heads, wh * ww, D]``, windows in the op's row-major window grid.
+
+    ``Hp`` and ``Wp`` must be multiples of ``wh * dh`` and ``ww * dw``; a window holds the tokens of one
+    ``(wh * dh) x (ww * dw)`` block that share ``(row % dh, col % dw)``.
+    """
     b, hp, wp, heads, d = x.shape
-    x = x.view(b, hp // wh, wh, wp // ww, ww, heads, d)
-    return x.permute(0, 1, 3, 5, 2, 4, 6).reshape(b, -1, heads, wh * ww, d)  # B, nW, heads, N, D
+    x = x.view(b, hp // (wh * dh), wh, dh, wp // (ww * dw), ww, dw, heads, d)  # B, nbh, wh, dh, nbw, ww, dw, heads, D
+    x = x.permute(0, 1, 3, 4, 6, 7, 2, 5, 8)  # B, nbh, dh, nbw, dw, heads, wh, ww, D
+    return x.reshape(b, -1, heads, wh * ww, d)  # B, nW, heads, N, D
 
 
-def window_reverse(x: torch.Tensor, wh: int, ww: int, hp: int, wp: int) -> torch.Tensor:
+def window_reverse(x: torch.Tensor, wh: int, ww: int, hp: int, wp: int, dh: int = 1, dw: int = 1) -> torch.Tensor:
     """Inverse of :func:`window_partition`: ``[B, nW, heads, N, D]`` -> ``[B, Hp, Wp, heads, D]``."""
     b, _, heads, _, d = x.shape
-    x = x.view(b, hp // wh, wp // ww, heads, wh, ww, d)
-    return x.permute(0, 1, 4, 2, 5, 3, 6).reshape(b, hp, wp, heads, d)
+    x = x.view(b, hp // (wh * dh), dh, wp // (ww * dw), dw, heads, wh, ww, d)  # B, nbh, dh, nbw, dw, heads, wh, ww, D
+    x = x.permute(0, 1, 6, 2, 3, 7, 4, 5, 8)  # B, nbh, wh, dh, nbw, ww, dw, heads, D
+    return x.reshape(b, hp, wp, heads, d)
 
 
-def padding_key_mask(h: int, w: int, wh: int, ww: int, device: torch.device) -> torch.Tensor:
-    """Bool ``[nW, N]``: True where the key is a real token, False where it is bottom/right padding."""
-    hp, wp = padded_size(h, wh), padded_size(w, ww)
-    valid = torch.zeros(hp, wp, dtype=torch.bool, device=device)
-    valid[:h, :w] = True
-    valid = valid.view(hp // wh, wh, wp // ww, ww).permute(0, 2, 1, 3)
-    return valid.reshape(-1, wh * ww)
+def padding_key_mask(h: int, w: int, wh: int, ww: int, device: torch.device, dh: int = 1, dw: int = 1) -> torch.Tensor:
+    """Bool ``[nW, N]``: True where the key is a real token, False where it is bottom/right padding.
+
+    A window made of padding only (possible when ``dilation > 1``) is left all True: its queries are padding too,
+    so its outputs are dropped, and leaving it unmasked keeps the softmax finite on every kernel (torch's CPU SDPA
+    returns zeros for a fully masked row, but other kernels and the plain softmax give NaN, and NaN gradients).
+    """
+    hp, wp = padded_size(h, wh * dh), padded_size(w, ww * dw)
+    valid = torch.zeros(1, hp, wp, 1, 1, dtype=torch.bool, device=device)
+    valid[:, :h, :w] = True
+    valid = window_partition(valid, wh, ww, dh, dw)[0, :, 0, :, 0]  # nW, N
+    return valid | ~valid.any(dim=-1, keepdim=True)
 
 
-def forward(q, k, v, window_size, *, bias=None, mask=None, scale=None) -> torch.Tensor:
+def forward(q, k, v, window_size, *, dilation=(1, 1), bias=None, mask=None, scale=None) -> torch.Tensor:
     wh, ww = window_size
+    dh, dw = dilation
     b, h, w, heads, _ = q.shape
-    hp, wp = padded_size(h, wh), padded_size(w, ww)
+    hp, wp = padded_size(h, wh * dh), padded_size(w, ww * dw)
     n_win, n = (hp // wh) * (wp // ww), wh * ww
-    if n_win == 1:  # one window is the whole map: a strided view, no partition copy
+    padded = hp != h or wp != w
+    if n_win == 1 and not padded:  # one window is the whole map: a strided view, no partition copy
         qw, kw, vw = (t.reshape(b, n, heads, t.shape[-1]).transpose(1, 2) for t in (q, k, v))  # B, heads, N, D
     else:
         # B, nW*heads, N, D: folding windows into the head axis keeps SDPA 4-D (its fast CPU kernel) and lets one
         # [nW*heads, N, N] mask broadcast over the batch
-        qw, kw, vw = (window_partition(pad_hw(t, hp - h, wp - w), wh, ww).flatten(1, 2) for t in (q, k, v))
+        qw, kw, vw = (window_partition(pad_hw(t, hp - h, wp - w), wh, ww, dh, dw).flatten(1, 2) for t in (q, k, v))
 
-    attn_mask = None  # additive float, [nW, heads | 1, N, N] until flattened
+    attn_mask = None  # additive float, [nW | 1, heads | 1, N, N] until flattened
     if bias is not None:
         attn_mask = bias.to(q.dtype)[None]
     if mask is not None:
@@ -55,15 +68,15 @@ def forward(q, k, v, window_size, *, bias=None, mask=None, scale=None) -> torch.
         if extra.dtype == torch.bool:
             extra = torch.zeros_like(extra, dtype=q.dtype).masked_fill(~extra, float("-inf"))
         attn_mask = extra.to(q.dtype) if attn_mask is None else attn_mask + extra.to(q.dtype)
-    if hp != h or wp != w:
-        keys = padding_key_mask(h, w, wh, ww, q.device)[:, None, None, :]  # nW, 1, 1, N
+    if padded:
+        keys = padding_key_mask(h, w, wh, ww, q.device, dh, dw)[:, None, None, :]  # nW, 1, 1, N
         pad = torch.zeros(keys.shape, dtype=q.dtype, device=q.device).masked_fill(~keys, float("-inf"))
         attn_mask = pad if attn_mask is None else attn_mask + pad
     if attn_mask is not None:
         attn_mask = attn_mask.expand(n_win, heads, -1, n).reshape(1, n_win * heads, -1, n)
 
     out = F.scaled_dot_product_attention(qw, kw, vw, attn_mask=attn_mask, scale=scale)  # B, nW*heads, N, Dv
-    if n_win == 1:
+    if n_win == 1 and not padded:
         return out.transpose(1, 2).reshape(b, h, w, heads, -1)
-    out = window_reverse(out.unflatten(1, (n_win, heads)), wh, ww, hp, wp)
-    return out[:, :h, :w] if (hp != h or wp != w) else out
+    out = window_reverse(out.unflatten(1, (n_win, heads)), wh, ww, hp, wp, dh, dw)
+    return out[:, :h, :w] if padded else out
