@@ -1,4 +1,4 @@
-"""CPU throughput of VAN and BiFormer next to two timm peers, in one process.
+"""CPU throughput of vitzoo models next to two timm peers (and, optionally, the official code), in one process.
 
 Runs every model at 224x224, fp32, eager: inference at batch 1 and batch 8, training at batch 8 only (a training
 step at batch 1 says little and would double the run time). Writes ``results/cpu_models.json`` (every number and
@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from official_models import OFFICIAL_NAMES, register_official_biformer, register_official_van
+from official_models import OFFICIAL_NAMES, register_official_biformer, register_official_cswin, register_official_van
 
 import vitzoo  # noqa: F401  (registers the vitzoo_* models with timm)
 from vitzoo.benchmark import benchmark_model, environment, write_json_atomic, write_text_atomic
@@ -24,6 +24,8 @@ MODELS = [
     "vitzoo_biformer_t",
     "vitzoo_biformer_s",
     "vitzoo_biformer_b",
+    "vitzoo_cswin_t",
+    "vitzoo_crossformer_t",
     "swin_tiny_patch4_window7_224",
     "convnext_tiny",
 ]
@@ -75,11 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT, help="default: %(default)s")
     parser.add_argument("--official-van", type=Path, help="a VAN-Classification checkout to compare against")
     parser.add_argument("--official-biformer", type=Path, help="a BiFormer checkout to compare against")
+    parser.add_argument("--official-cswin", type=Path, help="a CSWin-Transformer checkout to compare against")
     args = parser.parse_args(argv)
     models = list(MODELS)
     for repo, register, family in (
         (args.official_van, register_official_van, "van"),
         (args.official_biformer, register_official_biformer, "biformer"),
+        (args.official_cswin, register_official_cswin, "cswin"),
     ):
         if repo is not None:
             register(repo)

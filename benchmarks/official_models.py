@@ -1,10 +1,11 @@
 """Register the official VAN and BiFormer implementations with timm, from checkouts the user provides.
 
 The benchmark compares vitzoo against the authors' code in the same run. vitzoo does not ship that code: pass the
-paths of your own checkouts of https://github.com/Visual-Attention-Network/VAN-Classification and
-https://github.com/rayleizhu/BiFormer (the latter needs ``einops`` and ``fairscale`` installed). Their model
-functions are registered with timm as ``official_<their name>`` (``official_van_b0``, ``official_biformer_tiny``),
-wrapped to drop the config arguments that timm 1.x passes and their timm-0.4-era functions do not accept.
+paths of your own checkouts of https://github.com/Visual-Attention-Network/VAN-Classification,
+https://github.com/rayleizhu/BiFormer (needs ``einops`` and ``fairscale`` installed) and
+https://github.com/microsoft/CSWin-Transformer (needs ``einops``). Their model functions are registered with timm
+as ``official_<their name>`` (``official_van_b0``, ``official_biformer_tiny``, ...), wrapped to drop the config
+arguments that timm 1.x passes and their timm-0.4-era functions do not accept.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ _OFFICIAL_FUNCTIONS = {
     "vitzoo_biformer_t": "biformer_tiny",
     "vitzoo_biformer_s": "biformer_small",
     "vitzoo_biformer_b": "biformer_base",
+    "vitzoo_cswin_t": "CSWin_64_12211_tiny_224",
+    "vitzoo_cswin_s": "CSWin_64_24322_small_224",
+    "vitzoo_cswin_b": "CSWin_96_24322_base_224",
 }
 # vitzoo name -> the name the official model is registered under here
 OFFICIAL_NAMES = {ours: f"official_{theirs}" for ours, theirs in _OFFICIAL_FUNCTIONS.items()}
@@ -45,16 +49,25 @@ def _register(module: ModuleType, family: str) -> None:
         register_model(entry)
 
 
-def register_official_van(repo: Path) -> None:
-    """Import ``models/van.py`` from a VAN-Classification checkout (by path: it has no package of its own)."""
-    path = Path(repo) / "models" / "van.py"
+def _import_by_path(repo: Path, relative: str, module_name: str, what: str) -> ModuleType:
+    path = Path(repo) / relative
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: pass the root of a VAN-Classification checkout")
-    spec = importlib.util.spec_from_file_location("official_van", path)
+        raise FileNotFoundError(f"{path} not found: pass the root of a {what} checkout")
+    spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its own @register_model looks the defining module up there
     spec.loader.exec_module(module)
-    _register(module, "van")
+    return module
+
+
+def register_official_van(repo: Path) -> None:
+    """Import ``models/van.py`` from a VAN-Classification checkout (by path: it has no package of its own)."""
+    _register(_import_by_path(repo, "models/van.py", "official_van", "VAN-Classification"), "van")
+
+
+def register_official_cswin(repo: Path) -> None:
+    """Import ``models/cswin.py`` from a CSWin-Transformer checkout (by path, like VAN)."""
+    _register(_import_by_path(repo, "models/cswin.py", "official_cswin", "CSWin-Transformer"), "cswin")
 
 
 def register_official_biformer(repo: Path) -> None:

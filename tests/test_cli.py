@@ -15,7 +15,6 @@ from vitzoo.paper_table import PAPER_TABLE, half_unit
 from vitzoo.stats import model_stats
 
 ALL_MODELS = timm.list_models("vitzoo_*")
-PRETRAINED = {name.split(".")[0] for name in timm.list_pretrained("vitzoo_*")}
 
 
 def _run(argv: list[str]) -> tuple[int, str]:
@@ -50,9 +49,12 @@ def test_list_shows_every_model_with_its_params(listing):
         paper = PAPER_TABLE[name]
         # test_models.py checks model_stats against the paper with these tolerances; the table must agree too.
         assert abs(float(params) - float(paper.params_m)) <= 0.01 * float(paper.params_m) + half_unit(paper.params_m)
-        assert abs(float(gmacs) - float(paper.gmacs)) <= 0.03 * float(paper.gmacs) + half_unit(paper.gmacs)
+        if paper.img_size == 224:  # the listing counts at 224; 384 variants' paper cost is at 384
+            target = paper.checked_gmacs
+            assert abs(float(gmacs) - float(target)) <= 0.03 * float(target) + half_unit(target)
         assert strides == "4/8/16/32", name
-        assert tags == ("official_in1k" if name in PRETRAINED else "-"), name
+        expected_tags = [t.split(".", 1)[1] for t in timm.list_pretrained(f"{name}.*")]
+        assert tags == (",".join(expected_tags) or "-"), name
     # The exact numbers are model_stats' (checked on the two cheapest variants: model_stats costs ~1 s a model).
     for name in ("vitzoo_van_b0", "vitzoo_biformer_t"):
         stats = model_stats(name)

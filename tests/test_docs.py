@@ -18,5 +18,5 @@ def test_generated_docs_are_current(tool):
 def test_readme_names_the_two_commands_and_every_family():
     text = (ROOT / "README.md").read_text()
     assert "make demo" in text and "make test" in text
-    for family in ("VAN", "BiFormer"):
+    for family in ("VAN", "BiFormer", "CSWin", "CrossFormer", "CrossFormer++"):
         assert family in text

@@ -45,7 +45,45 @@ FAMILIES = {
             "  booktitle={CVPR},\n  year={2023}\n}"
         ),
     ),
+    "cswin": dict(
+        title="CSWin Transformer: A General Vision Transformer Backbone with Cross-Shaped Windows",
+        arxiv="2107.00652",
+        citation=(
+            "@inproceedings{dong2022cswin,\n"
+            "  title={CSWin Transformer: A General Vision Transformer Backbone with Cross-Shaped Windows},\n"
+            "  author={Dong, Xiaoyi and Bao, Jianmin and Chen, Dongdong and Zhang, Weiming and Yu, Nenghai and Yuan, Lu"
+            " and Chen, Dong and Guo, Baining},\n"
+            "  booktitle={CVPR},\n  year={2022}\n}"
+        ),
+    ),
+    "crossformer": dict(
+        title="CrossFormer: A Versatile Vision Transformer Hinging on Cross-scale Attention",
+        arxiv="2108.00154",
+        citation=(
+            "@inproceedings{wang2021crossformer,\n"
+            "  title={CrossFormer: A Versatile Vision Transformer Hinging on Cross-scale Attention},\n"
+            "  author={Wang, Wenxiao and Yao, Lu and Chen, Long and Lin, Binbin and Cai, Deng and He, Xiaofei"
+            " and Liu, Wei},\n"
+            "  booktitle={International Conference on Learning Representations, {ICLR}},\n  year={2022}\n}"
+        ),
+    ),
+    "crossformer_pp": dict(
+        title="CrossFormer++: A Versatile Vision Transformer Hinging on Cross-scale Attention",
+        arxiv="2303.06908",
+        citation=(
+            "@article{wang2023crossformerpp,\n"
+            "  title={CrossFormer++: A Versatile Vision Transformer Hinging on Cross-scale Attention},\n"
+            "  author={Wang, Wenxiao and others},\n"
+            "  journal={IEEE Transactions on Pattern Analysis and Machine Intelligence},\n  year={2023}\n}"
+        ),
+    ),
 }
+
+
+def family_of(name: str) -> str:
+    """The FAMILIES key of a model: the longest key its name (after ``vitzoo_``) starts with."""
+    short = name.removeprefix("vitzoo_")
+    return max((f for f in FAMILIES if short.startswith(f + "_")), key=len)
 
 
 def _load(name: str) -> dict:
@@ -66,7 +104,7 @@ def card_dict(name: str, bench: list[dict], parity: dict) -> dict:
     """Everything one card says, in one place."""
     with_tag = timm.list_pretrained(name)
     cfg = timm.models.get_pretrained_cfg(with_tag[0] if with_tag else name).to_dict()
-    family = name.split("_")[1]
+    family = family_of(name)
     stats = model_stats(name, img_size=cfg["input_size"][-1])
     rows = [dict(r, official=_same_run(bench, OFFICIAL_NAMES.get(name), r)) for r in bench if r["model"] == name]
     return dict(
@@ -138,6 +176,8 @@ def render(card: dict) -> str:
     ]
     if paper:
         lines.append(f"| paper ({paper.source}) | {paper.params_m} | {paper.gmacs} | {paper.top1 or '-'} |")
+        if paper.code_gmacs:
+            lines.append(f"| official code, counted | - | {paper.code_gmacs} | - |")
     if card["parity"]:
         p = card["parity"]
         lines += [
