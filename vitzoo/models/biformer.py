@@ -21,15 +21,15 @@ import re
 
 import torch
 import torch.nn as nn
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, trunc_normal_
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 from timm.models._manipulate import checkpoint_seq
 
-from ..hub import check_state_dict, guarded_load, unwrap_state_dict
+from ..hub import check_state_dict, unwrap_state_dict
 from ..layers import LePE
 from ..ops import region_routed_attention, window_attention
 from ._contract import HierarchicalBackbone, drop_path_rates
+from ._factory import create_backbone, imagenet_cfg
 
 __all__ = ["BiFormer"]
 
@@ -199,34 +199,18 @@ def checkpoint_filter_fn(state_dict: dict, model: BiFormer) -> dict[str, torch.T
 
 
 def _create_biformer(variant: str, pretrained: bool = False, **kwargs) -> BiFormer:
-    out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
-    with guarded_load(variant):
-        return build_model_with_cfg(
-            BiFormer,
-            variant,
-            pretrained,
-            pretrained_filter_fn=checkpoint_filter_fn,
-            feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
-            **kwargs,
-        )
+    return create_backbone(BiFormer, variant, pretrained, checkpoint_filter_fn, **kwargs)
 
 
 def _cfg(**kwargs) -> dict:
-    return {
-        "num_classes": 1000,
-        "input_size": (3, 224, 224),
-        "pool_size": (7, 7),
-        "crop_pct": 0.875,
-        "interpolation": "bicubic",
-        "mean": IMAGENET_DEFAULT_MEAN,
-        "std": IMAGENET_DEFAULT_STD,
-        "first_conv": "stages.0.downsample.0",
-        "classifier": "head",
-        "license": "mit",
-        "paper_ids": "arXiv:2303.08810",
-        "origin_url": "https://github.com/rayleizhu/BiFormer",
-        **kwargs,
-    }
+    # variants override these (dict merge: a repeated keyword would be an error)
+    family = dict(
+        first_conv="stages.0.downsample.0",
+        license="mit",
+        paper_ids="arXiv:2303.08810",
+        origin_url="https://github.com/rayleizhu/BiFormer",
+    )
+    return imagenet_cfg(**{**family, **kwargs})
 
 
 _ONEDRIVE = "https://api.onedrive.com/v1.0/shares/{}/root/content"

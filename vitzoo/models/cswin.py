@@ -29,15 +29,15 @@ import re
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, LayerNorm2d, Mlp, trunc_normal_
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 from timm.models._manipulate import checkpoint_seq
 
-from ..hub import check_state_dict, guarded_load, unwrap_state_dict
+from ..hub import check_state_dict, unwrap_state_dict
 from ..layers import LePE
 from ..ops import window_attention
 from ._contract import HierarchicalBackbone, drop_path_rates
+from ._factory import create_backbone, imagenet_cfg
 
 __all__ = ["CSWinTransformer"]
 
@@ -247,34 +247,19 @@ def checkpoint_filter_fn(state_dict: dict, model: CSWinTransformer) -> dict[str,
 
 
 def _create_cswin(variant: str, pretrained: bool = False, **kwargs) -> CSWinTransformer:
-    out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
-    with guarded_load(variant):
-        return build_model_with_cfg(
-            CSWinTransformer,
-            variant,
-            pretrained,
-            pretrained_filter_fn=checkpoint_filter_fn,
-            feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
-            **kwargs,
-        )
+    return create_backbone(CSWinTransformer, variant, pretrained, checkpoint_filter_fn, **kwargs)
 
 
 def _cfg(**kwargs) -> dict:
-    return {
-        "num_classes": 1000,
-        "input_size": (3, 224, 224),
-        "pool_size": (7, 7),
-        "crop_pct": 0.9,
-        "interpolation": "bicubic",
-        "mean": IMAGENET_DEFAULT_MEAN,
-        "std": IMAGENET_DEFAULT_STD,
-        "first_conv": "stages.0.downsample.conv",
-        "classifier": "head",
-        "license": "mit",
-        "paper_ids": "arXiv:2107.00652",
-        "origin_url": "https://github.com/microsoft/CSWin-Transformer",
-        **kwargs,
-    }
+    # variants override these (dict merge: a repeated keyword would be an error)
+    family = dict(
+        crop_pct=0.9,
+        first_conv="stages.0.downsample.conv",
+        license="mit",
+        paper_ids="arXiv:2107.00652",
+        origin_url="https://github.com/microsoft/CSWin-Transformer",
+    )
+    return imagenet_cfg(**{**family, **kwargs})
 
 
 _RELEASE = "https://github.com/microsoft/CSWin-Transformer/releases/download/v0.1.0/{}.pth"
