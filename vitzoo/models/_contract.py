@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from timm.layers import trunc_normal_
 from timm.models._features import feature_take_indices
 
 
@@ -62,7 +63,25 @@ class HierarchicalBackbone(nn.Module):
                 f"multiples of 32 avoid padding), got {x.shape[2]}x{x.shape[3]}"
             )
 
+    def build_head(self, num_features: int) -> None:
+        """Set the classifier width and create the head dropout and linear classifier."""
+        self.num_features = self.head_hidden_size = num_features
+        self.head_drop = nn.Dropout(self.drop_rate)
+        self.head = nn.Linear(num_features, self.num_classes) if self.num_classes > 0 else nn.Identity()
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        """timm's transformer default: truncated-normal linear weights, zero biases (convs keep PyTorch's init)."""
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
     # --- timm API ---------------------------------------------------------------------------------------------
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return set()
+
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict:
         return dict(stem=r"^stem", blocks=r"^stages\.(\d+)" if coarse else [(r"^stages\.(\d+)", None)])

@@ -158,9 +158,7 @@ class VAN(HierarchicalBackbone):
             prev = dim
         self.stages = nn.Sequential(*stages)
         self.norm = nn.Identity()  # every stage ends in its own LayerNorm
-        self.num_features = self.head_hidden_size = embed_dims[-1]
-        self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.build_head(embed_dims[-1])
         self.apply(self._init_weights)
 
     @staticmethod
@@ -174,10 +172,6 @@ class VAN(HierarchicalBackbone):
             nn.init.normal_(m.weight, 0, math.sqrt(2.0 / fan_out))
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        return set()
 
 
 _OFFICIAL_RENAMES = (
