@@ -13,6 +13,39 @@ import torch
 import torch.nn as nn
 from timm.layers import trunc_normal_
 from timm.models._features import feature_take_indices
+from timm.models._manipulate import checkpoint_seq
+
+
+class DownsampleStage(nn.Module):
+    """A downsampling layer, then a sequence of blocks (checkpointed when ``grad_checkpointing`` is set); NCHW out.
+
+    ``channels_last_blocks``: the blocks run on ``[B, H, W, C]``; ``downsample_channels_last``: the downsample
+    already returns that layout (otherwise it returns NCHW and is permuted for such blocks).
+    """
+
+    def __init__(
+        self,
+        downsample: nn.Module,
+        blocks: list[nn.Module],
+        channels_last_blocks: bool = False,
+        downsample_channels_last: bool = False,
+    ):
+        super().__init__()
+        self.grad_checkpointing = False
+        self.channels_last_blocks = channels_last_blocks
+        self.downsample_channels_last = downsample_channels_last
+        self.downsample = downsample
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        if self.channels_last_blocks and not self.downsample_channels_last:
+            x = x.permute(0, 2, 3, 1)  # B, H, W, C
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq(self.blocks, x)
+        else:
+            x = self.blocks(x)
+        return x.permute(0, 3, 1, 2) if self.channels_last_blocks else x  # B, C, H, W
 
 
 def drop_path_rates(rate: float, depths: tuple[int, ...] | list[int]) -> list[list[float]]:

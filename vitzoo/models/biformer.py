@@ -23,12 +23,11 @@ import torch
 import torch.nn as nn
 from timm.layers import DropPath
 from timm.models import generate_default_cfgs, register_model
-from timm.models._manipulate import checkpoint_seq
 
 from ..hub import check_state_dict, unwrap_state_dict
 from ..layers import LePE
 from ..ops import region_routed_attention, window_attention
-from ._contract import HierarchicalBackbone, drop_path_rates
+from ._contract import DownsampleStage, HierarchicalBackbone, drop_path_rates
 from ._factory import create_backbone, imagenet_cfg
 
 __all__ = ["BiFormer"]
@@ -101,20 +100,6 @@ class BiFormerBlock(nn.Module):
         return x.permute(0, 3, 1, 2)  # B, C, H, W
 
 
-class BiFormerStage(nn.Module):
-    def __init__(self, downsample: nn.Module, blocks: list[nn.Module]):
-        super().__init__()
-        self.grad_checkpointing = False
-        self.downsample = downsample
-        self.blocks = nn.Sequential(*blocks)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint_seq(self.blocks, x)
-        return self.blocks(x)
-
-
 def _conv_bn(in_chs: int, out_chs: int) -> list[nn.Module]:
     return [nn.Conv2d(in_chs, out_chs, 3, stride=2, padding=1), nn.BatchNorm2d(out_chs)]
 
@@ -148,7 +133,7 @@ class BiFormer(HierarchicalBackbone):
             blocks = [
                 BiFormerBlock(dim, dim // head_dim, num_regions, topks[i], mlp_ratio, dpr[i][j]) for j in range(depth)
             ]
-            stages.append(BiFormerStage(downsample, blocks))
+            stages.append(DownsampleStage(downsample, blocks))
             self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
         self.build_head(embed_dims[-1])

@@ -43,12 +43,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, LayerNorm2d, Mlp
 from timm.models import generate_default_cfgs, register_model
-from timm.models._manipulate import checkpoint_seq
 
 from ..hub import check_state_dict, unwrap_state_dict
 from ..layers.dpb import DynamicPosBias
 from ..ops import window_attention
-from ._contract import HierarchicalBackbone, drop_path_rates
+from ._contract import DownsampleStage, HierarchicalBackbone, drop_path_rates
 from ._factory import create_backbone, imagenet_cfg
 
 __all__ = ["CrossFormer"]
@@ -161,24 +160,6 @@ class CrossFormerBlock(nn.Module):
         return x
 
 
-class CrossFormerStage(nn.Module):
-    """NCHW in and out: the merge (CEL), then the blocks in channels-last."""
-
-    def __init__(self, downsample: nn.Module, blocks: list[nn.Module]):
-        super().__init__()
-        self.grad_checkpointing = False
-        self.downsample = downsample
-        self.blocks = nn.Sequential(*blocks)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x).permute(0, 2, 3, 1)  # B, H, W, C
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            x = checkpoint_seq(self.blocks, x)
-        else:
-            x = self.blocks(x)
-        return x.permute(0, 3, 1, 2)  # B, C, H, W
-
-
 class CrossFormer(HierarchicalBackbone):
     """CrossFormer: CEL stem, four stages of alternating SDA / LDA blocks with CEL merges, LayerNorm head."""
 
@@ -224,7 +205,7 @@ class CrossFormer(HierarchicalBackbone):
                 )
                 for j in range(depth)
             ]
-            stages.append(CrossFormerStage(downsample, blocks))
+            stages.append(DownsampleStage(downsample, blocks, channels_last_blocks=True))
             self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
         self.build_head(dims[-1])

@@ -31,12 +31,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, LayerNorm2d, Mlp
 from timm.models import generate_default_cfgs, register_model
-from timm.models._manipulate import checkpoint_seq
 
 from ..hub import check_state_dict, unwrap_state_dict
 from ..layers import LePE
 from ..ops import window_attention
-from ._contract import HierarchicalBackbone, drop_path_rates
+from ._contract import DownsampleStage, HierarchicalBackbone, drop_path_rates
 from ._factory import create_backbone, imagenet_cfg
 
 __all__ = ["CSWinTransformer"]
@@ -144,24 +143,6 @@ class ConvEmbed(nn.Module):
         return self.norm(self.conv(x).permute(0, 2, 3, 1))  # B, H, W, C
 
 
-class CSWinStage(nn.Module):
-    """NCHW in and out; the blocks run channels-last."""
-
-    def __init__(self, downsample: nn.Module, blocks: list[nn.Module]):
-        super().__init__()
-        self.grad_checkpointing = False
-        self.downsample = downsample
-        self.blocks = nn.Sequential(*blocks)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x)  # B, H, W, C
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            x = checkpoint_seq(self.blocks, x)
-        else:
-            x = self.blocks(x)
-        return x.permute(0, 3, 1, 2)  # B, C, H, W
-
-
 class CSWinTransformer(HierarchicalBackbone):
     """CSWin: conv stem, three stages of cross-shaped stripe attention, a global-attention stage, LayerNorm head."""
 
@@ -194,7 +175,7 @@ class CSWinTransformer(HierarchicalBackbone):
                 CSWinBlock(dims[i], num_heads[i], split_sizes[i], mlp_ratio, qkv_bias, dpr[i][j], global_attn=last)
                 for j in range(depth)
             ]
-            stages.append(CSWinStage(downsample, blocks))
+            stages.append(DownsampleStage(downsample, blocks, channels_last_blocks=True, downsample_channels_last=True))
             self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2**i, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
         self.build_head(dims[-1])
