@@ -48,9 +48,11 @@ def test_list_shows_every_model_with_its_params(listing):
         params, gmacs, strides, tags = rows[name]
         paper = PAPER_TABLE[name]
         # test_models.py checks model_stats against the paper with these tolerances; the table must agree too.
-        assert abs(float(params) - float(paper.params_m)) <= 0.01 * float(paper.params_m) + half_unit(paper.params_m)
-        if paper.img_size == 224:  # the listing counts at 224; 384 variants' paper cost is at 384
-            target = paper.checked_gmacs
+        if paper.params_m:
+            printed = float(paper.params_m)
+            assert abs(float(params) - printed) <= 0.01 * printed + half_unit(paper.params_m)
+        target = paper.checked_gmacs
+        if paper.img_size == 224 and target:  # the listing counts at 224; other sizes' paper cost is not at 224
             assert abs(float(gmacs) - float(target)) <= 0.03 * float(target) + half_unit(target)
         assert strides == "4/8/16/32", name
         expected_tags = [t.split(".", 1)[1] for t in timm.list_pretrained(f"{name}.*")]

@@ -26,6 +26,13 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 CARDS = ROOT / "model_cards"
 RESULTS = ROOT / "benchmarks" / "results"
 
+_VSA_CITATION = (
+    "@inproceedings{zhang2022vsa,\n"
+    "  title={VSA: Learning Varied-Size Window Attention in Vision Transformers},\n"
+    "  author={Zhang, Qiming and Xu, Yufei and Zhang, Jing and Tao, Dacheng},\n"
+    "  booktitle={European Conference on Computer Vision (ECCV)},\n  year={2022}\n}"
+)
+
 FAMILIES = {
     "van": dict(
         title="Visual Attention Network",
@@ -76,6 +83,42 @@ FAMILIES = {
             "  author={Wang, Wenxiao and others},\n"
             "  journal={IEEE Transactions on Pattern Analysis and Machine Intelligence},\n  year={2023}\n}"
         ),
+    ),
+    "halonet": dict(
+        title="Scaling Local Self-Attention for Parameter Efficient Visual Backbones (HaloNet)",
+        arxiv="2103.12731",
+        note=(
+            "No official code or weights exist. The paper row is the paper's table (parameters, image size, top-1; "
+            "it prints no FLOPs) as transcribed by the keras_cv_attention_models HaloNet README; every other number "
+            "here is vitzoo's own measurement of its reading of the paper, whose open choices are listed in "
+            "`vitzoo/models/halonet.py`."
+        ),
+        citation=(
+            "@inproceedings{vaswani2021scaling,\n"
+            "  title={Scaling Local Self-Attention for Parameter Efficient Visual Backbones},\n"
+            "  author={Vaswani, Ashish and Ramachandran, Prajit and Srinivas, Aravind and Parmar, Niki"
+            " and Hechtman, Blake and Shlens, Jonathon},\n"
+            "  booktitle={CVPR},\n  year={2021}\n}"
+        ),
+    ),
+    "vitaev2_vsa": dict(
+        title="VSA: Learning Varied-Size Window Attention in Vision Transformers (ViTAEv2*-VSA)",
+        arxiv="2204.08446",
+        note=(
+            "The paper row's top-1 is the ViTAE-VSA README's; the README prints no cost, so its parameter count is "
+            "our count of the official models.py and the GMACs above are vitzoo's (grid sampling not counted)."
+        ),
+        citation=_VSA_CITATION,
+    ),
+    "swin_vsa": dict(
+        title="VSA: Learning Varied-Size Window Attention in Vision Transformers (Swin + VSA)",
+        arxiv="2204.08446",
+        note=(
+            "The authors never released Swin+VSA code or weights: only the top-1 in the paper row is theirs (ViTAE-VSA "
+            "README). This model is vitzoo's build of Swin with VSA in every block and no shifted windows; its "
+            "parameters are Swin's plus the two window-regression convs per block, the overhead the paper states."
+        ),
+        citation=_VSA_CITATION,
     ),
 }
 
@@ -145,7 +188,7 @@ def render(card: dict) -> str:
         f"- **Image size:** {card['img_size']} x {card['img_size']} (any size >= 32 runs)",
         f"- **Feature map channels / strides:** {list(s.channels)} / {list(s.reductions)}",
         f"- **Papers:** https://arxiv.org/abs/{card['arxiv']}",
-        f"- **Original:** {card['origin_url']}",
+        f"- **Original:** {card['origin_url'] or 'no official code released'}",
         f"- **Weights:** {card['weights'] + ' (official, converted on load)' if card['weights'] else 'none published'}",
         "",
         "## Usage",
@@ -175,9 +218,13 @@ def render(card: dict) -> str:
         f"| vitzoo (measured) | {s.params_m:.2f} | {s.gmacs:.2f} | not measured |",
     ]
     if paper:
-        lines.append(f"| paper ({paper.source}) | {paper.params_m} | {paper.gmacs} | {paper.top1 or '-'} |")
+        gmacs = paper.gmacs or "not printed"
+        params = paper.params_m or "not printed"
+        lines.append(f"| paper ({paper.source}) | {params} | {gmacs} | {paper.top1 or '-'} |")
         if paper.code_gmacs:
             lines.append(f"| official code, counted | - | {paper.code_gmacs} | - |")
+    if card.get("note"):
+        lines += ["", card["note"]]
     if card["parity"]:
         p = card["parity"]
         lines += [

@@ -34,7 +34,7 @@ def build_table() -> str:
         paper = PAPER_TABLE.get(name)
         tags = [t.split(".", 1)[1] for t in timm.list_pretrained(name) if "." in t]
         check = parity.get(name)
-        paper_cost = f"{paper.params_m} / {paper.gmacs}" if paper else "-"
+        paper_cost = f"{paper.params_m or '-'} / {paper.gmacs or '-'}" if paper else "-"
         if paper and paper.code_gmacs:
             paper_cost += f" (code: {paper.code_gmacs})"
         paper_top1 = str(paper.top1) if paper and paper.top1 else "-"

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class PaperEntry:
-    params_m: str  # millions, as printed
-    gmacs: str  # multiply-accumulates at img_size ("FLOPs" in these papers), as printed
+    params_m: str | None  # millions, as printed; None: not printed
+    gmacs: str | None  # multiply-accumulates at img_size ("FLOPs" in these papers), as printed; None: not printed
     top1: float | None
     img_size: int
     source: str
@@ -22,9 +22,12 @@ class PaperEntry:
     code_gmacs: str | None = None
 
     @property
-    def checked_gmacs(self) -> str:
+    def checked_gmacs(self) -> str | None:
         return self.code_gmacs or self.gmacs
 
+
+_HALONET = "HaloNet paper table, via keras_cv_attention_models README"
+_VSA = "ViTAE-VSA README top-1; params counted from official models.py"
 
 PAPER_TABLE: dict[str, PaperEntry] = {
     "vitzoo_van_b0": PaperEntry("4.1", "0.9", 75.4, 224, "VAN-Classification README"),
@@ -55,6 +58,24 @@ PAPER_TABLE: dict[str, PaperEntry] = {
     "vitzoo_crossformer_pp_b": PaperEntry("52.0", "9.5", 84.2, 224, "CrossFormer README (main)"),
     "vitzoo_crossformer_pp_l": PaperEntry("92.0", "16.6", 84.7, 224, "CrossFormer README (main)"),
     "vitzoo_crossformer_pp_h": PaperEntry("96.0", "21.8", 84.9, 224, "CrossFormer README (main)"),
+    # HaloNet: the paper's Table (params, image size, top-1; it prints no FLOPs), as transcribed by the
+    # keras_cv_attention_models HaloNet README (the paper's table itself was not read). Our architecture reading
+    # reproduces every parameter count; tests/test_halonet.py checks our GMACs against independent counts.
+    "vitzoo_halonet_h0": PaperEntry("5.5", None, 77.9, 256, _HALONET),
+    "vitzoo_halonet_h1": PaperEntry("8.1", None, 79.9, 256, _HALONET),
+    "vitzoo_halonet_h2": PaperEntry("9.4", None, 80.4, 256, _HALONET),
+    "vitzoo_halonet_h3": PaperEntry("11.8", None, 81.9, 320, _HALONET),
+    "vitzoo_halonet_h4": PaperEntry("19.1", None, 83.3, 384, _HALONET),
+    "vitzoo_halonet_h5": PaperEntry("30.7", None, 84.0, 448, _HALONET),
+    "vitzoo_halonet_h6": PaperEntry("43.4", None, 84.4, 512, _HALONET),
+    "vitzoo_halonet_h7": PaperEntry("67.4", None, 84.9, 600, _HALONET),
+    # ViTAE-VSA: the README prints top-1 only; params are counts of the official models.py (FLOPs not printed).
+    "vitzoo_vitaev2_vsa_s": PaperEntry("19.77", None, 82.7, 224, _VSA),
+    "vitzoo_vitaev2_vsa_48m": PaperEntry("51.09", None, 83.9, 224, _VSA),
+    "vitzoo_vitaev2_vsa_b": PaperEntry("93.71", None, 86.2, 224, _VSA + ", IN-22k pre-trained"),
+    # Swin+VSA: top-1 from the ViTAE-VSA README; its code, cost and weights were never published.
+    "vitzoo_swin_vsa_t": PaperEntry(None, None, 82.24, 224, "ViTAE-VSA README (code never released)"),
+    "vitzoo_swin_vsa_s": PaperEntry(None, None, 83.6, 224, "ViTAE-VSA README (code never released)"),
 }
 
 

@@ -6,16 +6,20 @@ order) that can run the inputs; ``VITZOO_DISABLE_<BACKEND>=1`` or :func:`disable
 """
 
 from ._dispatch import BackendUnavailable, disable_backends, is_disabled, use_backend
+from .halo import halo_attention
 from .neighborhood import neighborhood_attention
 from .routed import region_routed_attention
+from .sampled import sampled_window_attention
 from .window import window_attention
 
 __all__ = [
     "BackendUnavailable",
     "disable_backends",
+    "halo_attention",
     "is_disabled",
     "neighborhood_attention",
     "region_routed_attention",
+    "sampled_window_attention",
     "use_backend",
     "window_attention",
 ]
