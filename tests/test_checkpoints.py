@@ -23,7 +23,7 @@ ALL_MODELS = timm.list_models("vitzoo_*")
 # families whose authors released no weights (so no official layout to convert): their own layout is tested below
 NO_OFFICIAL_RELEASE = ("vitzoo_halonet_", "vitzoo_swin_vsa_")
 # integer index tables the official code stores as buffers and vitzoo computes from the window size instead
-REBUILT_BUFFERS = ("relative_position_index",)
+REBUILT_BUFFERS = ("relative_position_index", "RoPE.angle")
 OFFICIAL_MODELS = [m for m in ALL_MODELS if not m.startswith(NO_OFFICIAL_RELEASE)]
 
 

@@ -23,6 +23,7 @@ FAST_MODELS = [
     "vitzoo_halonet_h0",
     "vitzoo_vitaev2_vsa_s",
     "vitzoo_swin_vsa_t",
+    "vitzoo_mala_t",
 ]
 SLOW_MODELS = [pytest.param(m, marks=pytest.mark.slow) for m in ALL_MODELS if m not in FAST_MODELS]
 RUN_MODELS = FAST_MODELS + SLOW_MODELS

@@ -120,6 +120,22 @@ FAMILIES = {
         ),
         citation=_VSA_CITATION,
     ),
+    "mala": dict(
+        title="Rectifying Magnitude Neglect in Linear Attention (MAViT with MALA)",
+        arxiv="2507.00698",
+        note=(
+            "Only MAViT-S's paper numbers (27M, 4.6G, 84.7%) could be checked, in the ICCV abstract; the official "
+            "model.py counts 4.9 GMACs for it, shown as the code count. The T/B/L paper rows hold counts of the "
+            "official model.py. The rotary embedding follows the official order (after the feature map, outside "
+            "the magnitude term), which MALA issue #5 questions; the released weights were trained with it."
+        ),
+        citation=(
+            "@inproceedings{fan2025mala,\n"
+            "  title={Rectifying Magnitude Neglect in Linear Attention},\n"
+            "  author={Fan, Qihang and Huang, Huaibo and Ai, Yuang and He, Ran},\n"
+            "  booktitle={ICCV},\n  year={2025}\n}"
+        ),
+    ),
 }
 
 

@@ -28,6 +28,7 @@ class PaperEntry:
 
 _HALONET = "HaloNet paper table, via keras_cv_attention_models README"
 _VSA = "ViTAE-VSA README top-1; params counted from official models.py"
+_MALA_CODE = "counted from official model.py (paper table not read)"
 
 PAPER_TABLE: dict[str, PaperEntry] = {
     "vitzoo_van_b0": PaperEntry("4.1", "0.9", 75.4, 224, "VAN-Classification README"),
@@ -76,6 +77,12 @@ PAPER_TABLE: dict[str, PaperEntry] = {
     # Swin+VSA: top-1 from the ViTAE-VSA README; its code, cost and weights were never published.
     "vitzoo_swin_vsa_t": PaperEntry(None, None, 82.24, 224, "ViTAE-VSA README (code never released)"),
     "vitzoo_swin_vsa_s": PaperEntry(None, None, 83.6, 224, "ViTAE-VSA README (code never released)"),
+    # MAViT (MALA): only the S row is confirmed (ICCV abstract: 27M, 4.6G, 84.7%); the official model.py counts
+    # 4.9 GMACs for it. T/B/L: counts of the official model.py (the paper table was not read).
+    "vitzoo_mala_t": PaperEntry("16.45", None, None, 224, _MALA_CODE),
+    "vitzoo_mala_s": PaperEntry("27", "4.6", 84.7, 224, "MALA paper abstract (ICCV 2025)", "4.9"),
+    "vitzoo_mala_b": PaperEntry("49.79", None, None, 224, _MALA_CODE),
+    "vitzoo_mala_l": PaperEntry("97.77", None, None, 224, _MALA_CODE),
 }
 
 

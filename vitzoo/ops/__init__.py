@@ -6,7 +6,10 @@ order) that can run the inputs; ``VITZOO_DISABLE_<BACKEND>=1`` or :func:`disable
 """
 
 from ._dispatch import BackendUnavailable, disable_backends, is_disabled, use_backend
+from .agent import agent_attention
 from .halo import halo_attention
+from .linear import linear_attention
+from .magnitude import magnitude_aware_linear_attention
 from .neighborhood import neighborhood_attention
 from .routed import region_routed_attention
 from .sampled import sampled_window_attention
@@ -14,9 +17,12 @@ from .window import window_attention
 
 __all__ = [
     "BackendUnavailable",
+    "agent_attention",
     "disable_backends",
     "halo_attention",
     "is_disabled",
+    "linear_attention",
+    "magnitude_aware_linear_attention",
     "neighborhood_attention",
     "region_routed_attention",
     "sampled_window_attention",

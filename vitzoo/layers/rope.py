@@ -1,0 +1,33 @@
+"""2-D rotary position embedding with interleaved channel pairs (RMT / MALA style)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def rope_2d_tables(
+    h: int, w: int, head_dim: int, device: torch.device | None = None, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sin, cos)``, each ``[h * w, head_dim]``, for row-major tokens of an ``h x w`` map.
+
+    The first half of a head's channels rotates with the row index, the second half with the column index; within
+    a half, channel pairs ``(2i, 2i + 1)`` share the frequency ``10000 ** -linspace(0, 1, head_dim / 4)[i]``.
+    Positions are plain integer indices, so the tables exist for any map size.
+    """
+    if head_dim % 4:
+        raise ValueError(f"2-D RoPE needs a head dim divisible by 4, got {head_dim}")
+    freqs = 1.0 / 10000 ** torch.linspace(0, 1, head_dim // 4, device=device, dtype=torch.float32)
+    freqs = freqs.repeat_interleave(2)  # head_dim / 2: a0, a0, a1, a1, ...
+    rows = torch.arange(h, device=device, dtype=torch.float32)[:, None] * freqs  # h, head_dim / 2
+    cols = torch.arange(w, device=device, dtype=torch.float32)[:, None] * freqs  # w, head_dim / 2
+    angles = torch.cat((rows[:, None, :].expand(h, w, -1), cols[None, :, :].expand(h, w, -1)), dim=-1).reshape(
+        h * w, head_dim
+    )
+    return angles.sin().to(dtype), angles.cos().to(dtype)
+
+
+def apply_rope(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
+    """Rotate each channel pair ``(x0, x1)`` of ``x`` (``[..., N, head_dim]``) to ``(x0 c - x1 s, x1 c + x0 s)``."""
+    pairs = x.unflatten(-1, (-1, 2))
+    rotated = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
+    return x * cos + rotated * sin
