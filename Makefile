@@ -40,6 +40,7 @@ lint: $(VENV)/.dev
 
 bench: $(VENV)/.core
 	$(PY) benchmarks/bench_models.py
+	$(PY) benchmarks/bench_resolution.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

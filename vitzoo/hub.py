@@ -6,6 +6,8 @@ Every load in vitzoo goes through timm's pretrained machinery, which reads safet
 * :func:`unwrap_state_dict` takes the weights out of a training checkpoint (``state_dict_ema``, ``state_dict``,
   ``model_ema``, ``model``) and strips DDP/compile prefixes;
 * :func:`check_state_dict` turns a key or shape mismatch into a ValueError that lists what is missing/extra;
+* :func:`convert_checkpoint` is the whole of a family's ``checkpoint_filter_fn``: unwrap, convert an official
+  layout entry by entry, check;
 * :func:`guarded_load` lets ``weights_only`` loading accept ``argparse.Namespace`` (timm's training scripts store
   their arguments in every checkpoint) and turns "this file is pickled code" or "this file is corrupt" into a
   :class:`CheckpointError` that says so, instead of an unpickler traceback.
@@ -17,13 +19,13 @@ import argparse
 import contextlib
 import pickle
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import torch
 import torch.nn as nn
 from safetensors import SafetensorError
 
-__all__ = ["CheckpointError", "check_state_dict", "guarded_load", "unwrap_state_dict"]
+__all__ = ["CheckpointError", "check_state_dict", "convert_checkpoint", "guarded_load", "unwrap_state_dict"]
 
 _WRAPPER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model")
 _PREFIXES = ("module.", "_orig_mod.")
@@ -81,6 +83,27 @@ def check_state_dict(state_dict: Mapping[str, torch.Tensor], model: nn.Module, s
         raise CheckpointError(
             f"checkpoint does not match {type(model).__name__} (was it saved for another variant?): " + "; ".join(parts)
         )
+
+
+def convert_checkpoint(
+    checkpoint: Mapping,
+    model: nn.Module,
+    official_prefixes: tuple[str, ...] = (),
+    convert: Callable[[str, torch.Tensor], tuple[str, torch.Tensor] | None] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Unwrap ``checkpoint``, convert it when it is in the official layout, and check it against ``model``.
+
+    The official layout is recognised by a key starting with one of ``official_prefixes``; each of its entries then
+    goes through ``convert(key, value)``, which returns the new ``(key, value)`` or ``None`` to drop the entry (a
+    buffer the model rebuilds). Checkpoints in vitzoo's own layout pass through unchanged. The classifier may differ
+    in shape (timm re-creates it for another class count); any other mismatch raises :class:`CheckpointError`.
+    """
+    state_dict = unwrap_state_dict(checkpoint)
+    if convert is not None and any(k.startswith(official_prefixes) for k in state_dict):
+        converted = (convert(key, value) for key, value in state_dict.items())
+        state_dict = dict(item for item in converted if item is not None)
+    check_state_dict(state_dict, model, skip_prefixes=("head.",))
+    return state_dict
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ import torch.nn as nn
 from timm.layers import DropPath
 from timm.models import generate_default_cfgs, register_model
 
-from ..hub import check_state_dict, unwrap_state_dict
+from ..hub import convert_checkpoint
 from ..layers import LePE
 from ..ops import region_routed_attention, window_attention
 from ._contract import DownsampleStage, HierarchicalBackbone, drop_path_rates
@@ -163,11 +163,9 @@ def checkpoint_filter_fn(state_dict: dict, model: BiFormer) -> dict[str, torch.T
     Checkpoints already in vitzoo's layout pass through unchanged; a mismatch raises
     :class:`vitzoo.hub.CheckpointError` listing missing, unexpected and mis-shaped keys.
     """
-    state_dict = unwrap_state_dict(state_dict)
-    if any(k.startswith("downsample_layers.") for k in state_dict):
-        state_dict = {_official_key(k): v for k, v in state_dict.items()}
-    check_state_dict(state_dict, model, skip_prefixes=("head.",))
-    return state_dict
+    return convert_checkpoint(
+        state_dict, model, ("downsample_layers.",), lambda key, value: (_official_key(key), value)
+    )
 
 
 def _create_biformer(variant: str, pretrained: bool = False, **kwargs) -> BiFormer:

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, LayerNorm2d, Mlp
 from timm.models import generate_default_cfgs, register_model
 
-from ..hub import check_state_dict, unwrap_state_dict
+from ..hub import convert_checkpoint
 from ..layers.dpb import DynamicPosBias
 from ..ops import window_attention
 from ._contract import DownsampleStage, HierarchicalBackbone, drop_path_rates
@@ -238,12 +238,11 @@ def checkpoint_filter_fn(state_dict: dict, model: CrossFormer) -> dict[str, torc
     DPB for the group size in use). Checkpoints already in vitzoo's layout pass through unchanged; a mismatch
     raises :class:`vitzoo.hub.CheckpointError` listing missing, unexpected and mis-shaped keys.
     """
-    state_dict = unwrap_state_dict(state_dict)
-    state_dict = {k: v for k, v in state_dict.items() if not k.endswith(_STALE_BUFFERS)}
-    if any(k.startswith(("patch_embed.", "layers.")) for k in state_dict):
-        state_dict = {_official_key(k): v for k, v in state_dict.items()}
-    check_state_dict(state_dict, model, skip_prefixes=("head.",))
-    return state_dict
+    return convert_checkpoint(state_dict, model, ("patch_embed.", "layers."), _official_item)
+
+
+def _official_item(key: str, value: torch.Tensor) -> tuple[str, torch.Tensor] | None:
+    return None if key.endswith(_STALE_BUFFERS) else (_official_key(key), value)
 
 
 def _create_crossformer(variant: str, pretrained: bool = False, **kwargs) -> CrossFormer:

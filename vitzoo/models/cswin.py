@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, LayerNorm2d, Mlp
 from timm.models import generate_default_cfgs, register_model
 
-from ..hub import check_state_dict, unwrap_state_dict
+from ..hub import convert_checkpoint
 from ..layers import LePE
 from ..ops import window_attention
 from ._contract import DownsampleStage, HierarchicalBackbone, drop_path_rates
@@ -207,11 +207,9 @@ def checkpoint_filter_fn(state_dict: dict, model: CSWinTransformer) -> dict[str,
     Checkpoints already in vitzoo's layout pass through unchanged; a mismatch raises
     :class:`vitzoo.hub.CheckpointError` listing missing, unexpected and mis-shaped keys.
     """
-    state_dict = unwrap_state_dict(state_dict)
-    if any(k.startswith("stage1_conv_embed.") for k in state_dict):
-        state_dict = {_official_key(k): v for k, v in state_dict.items()}
-    check_state_dict(state_dict, model, skip_prefixes=("head.",))
-    return state_dict
+    return convert_checkpoint(
+        state_dict, model, ("stage1_conv_embed.",), lambda key, value: (_official_key(key), value)
+    )
 
 
 def _create_cswin(variant: str, pretrained: bool = False, **kwargs) -> CSWinTransformer:

@@ -31,7 +31,7 @@ import torch.nn as nn
 from timm.layers import BatchNormAct2d, ConvNormAct, DropPath, trunc_normal_
 from timm.models import generate_default_cfgs, register_model
 
-from ..hub import check_state_dict, unwrap_state_dict
+from ..hub import convert_checkpoint
 from ..ops import halo_attention
 from ._contract import DownsampleStage, HierarchicalBackbone, drop_path_rates
 from ._factory import create_backbone, imagenet_cfg
@@ -214,9 +214,7 @@ def checkpoint_filter_fn(state_dict: dict, model: HaloNet) -> dict[str, torch.Te
     There is no official release to convert. A mismatch raises :class:`vitzoo.hub.CheckpointError` listing missing,
     unexpected and mis-shaped keys; the classifier may differ (fine-tuning to another ``num_classes``).
     """
-    state_dict = unwrap_state_dict(state_dict)
-    check_state_dict(state_dict, model, skip_prefixes=("head.",))
-    return state_dict
+    return convert_checkpoint(state_dict, model)
 
 
 def _create_halonet(variant: str, pretrained: bool = False, **kwargs) -> HaloNet:

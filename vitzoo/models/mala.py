@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, LayerNorm2d
 from timm.models import generate_default_cfgs, register_model
 
-from ..hub import check_state_dict, unwrap_state_dict
+from ..hub import convert_checkpoint
 from ..layers.rope import apply_rope, rope_2d_tables
 from ..ops import magnitude_aware_linear_attention
 from ._contract import DownsampleStage, HierarchicalBackbone, drop_path_rates
@@ -185,18 +185,15 @@ def checkpoint_filter_fn(state_dict: dict, model: MAViT) -> dict[str, torch.Tens
     Checkpoints already in vitzoo's layout pass through unchanged; a mismatch raises
     :class:`vitzoo.hub.CheckpointError` listing missing, unexpected and mis-shaped keys.
     """
-    state_dict = unwrap_state_dict(state_dict)
-    if any(k.startswith("patch_embed.") for k in state_dict):
-        out = {}
-        for key, value in state_dict.items():
-            if key.endswith(".RoPE.angle"):
-                continue
-            if key == "head.weight" and value.dim() == 4:
-                value = value.flatten(1)
-            out[_official_key(key)] = value
-        state_dict = out
-    check_state_dict(state_dict, model, skip_prefixes=("head.",))
-    return state_dict
+    return convert_checkpoint(state_dict, model, ("patch_embed.",), _official_item)
+
+
+def _official_item(key: str, value: torch.Tensor) -> tuple[str, torch.Tensor] | None:
+    if key.endswith(".RoPE.angle"):
+        return None
+    if key == "head.weight" and value.dim() == 4:
+        value = value.flatten(1)  # 1x1 conv classifier -> linear
+    return _official_key(key), value
 
 
 def _create_mala(variant: str, pretrained: bool = False, **kwargs) -> MAViT:

@@ -21,7 +21,7 @@ from timm.layers import DropPath, LayerNorm2d, Mlp, PatchEmbed
 from timm.models import generate_default_cfgs, register_model
 from timm.models.swin_transformer import PatchMerging
 
-from ..hub import check_state_dict, unwrap_state_dict
+from ..hub import convert_checkpoint
 from ..layers import VaryingSizeWindowAttention
 from ._contract import DownsampleStage, HierarchicalBackbone, drop_path_rates
 from ._factory import create_backbone, imagenet_cfg
@@ -105,9 +105,7 @@ def checkpoint_filter_fn(state_dict: dict, model: SwinVSA) -> dict[str, torch.Te
 
     A mismatch raises :class:`vitzoo.hub.CheckpointError` listing missing, unexpected and mis-shaped keys.
     """
-    state_dict = unwrap_state_dict(state_dict)
-    check_state_dict(state_dict, model, skip_prefixes=("head.",))
-    return state_dict
+    return convert_checkpoint(state_dict, model)
 
 
 def _create_swin_vsa(variant: str, pretrained: bool = False, **kwargs) -> SwinVSA:

@@ -25,7 +25,7 @@ from timm.layers import DropPath, LayerNorm2d, trunc_normal_
 from timm.models import generate_default_cfgs, register_model
 from timm.models._manipulate import checkpoint_seq
 
-from ..hub import check_state_dict, unwrap_state_dict
+from ..hub import convert_checkpoint
 from ._contract import HierarchicalBackbone, drop_path_rates
 from ._factory import create_backbone, imagenet_cfg
 
@@ -189,16 +189,13 @@ def checkpoint_filter_fn(state_dict: dict, model: VAN) -> dict[str, torch.Tensor
     Checkpoints already in vitzoo's layout pass through unchanged. The result is checked against the model; a
     mismatch raises :class:`vitzoo.hub.CheckpointError` listing missing, unexpected and mis-shaped keys.
     """
-    state_dict = unwrap_state_dict(state_dict)
-    if any(k.startswith("patch_embed1.") for k in state_dict):
-        out = {}
-        for key, value in state_dict.items():
-            for pattern, repl in _OFFICIAL_RENAMES:
-                key = re.sub(pattern, repl, key)
-            out[key] = value
-        state_dict = out
-    check_state_dict(state_dict, model, skip_prefixes=("head.",))
-    return state_dict
+    return convert_checkpoint(state_dict, model, ("patch_embed1.",), lambda key, value: (_official_key(key), value))
+
+
+def _official_key(key: str) -> str:
+    for pattern, repl in _OFFICIAL_RENAMES:
+        key = re.sub(pattern, repl, key)
+    return key
 
 
 def _create_van(variant: str, pretrained: bool = False, **kwargs) -> VAN:

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, Mlp
 from timm.models import generate_default_cfgs, register_model
 
-from ..hub import check_state_dict, unwrap_state_dict
+from ..hub import convert_checkpoint
 from ..layers import VaryingSizeWindowAttention
 from ._contract import DownsampleStage, HierarchicalBackbone, drop_path_rates
 from ._factory import create_backbone, imagenet_cfg
@@ -213,19 +213,16 @@ def checkpoint_filter_fn(state_dict: dict, model: ViTAEv2VSA) -> dict[str, torch
     weights into linear ones. Checkpoints already in vitzoo's layout pass through unchanged; a mismatch raises
     :class:`vitzoo.hub.CheckpointError` listing missing, unexpected and mis-shaped keys.
     """
-    state_dict = unwrap_state_dict(state_dict)
-    if any(k.startswith("layers.") for k in state_dict):
-        out = {}
-        for key, value in state_dict.items():
-            if key.endswith("relative_position_index"):
-                continue
-            key = _official_key(key)
-            if re.search(r"\.attn\.(qkv|proj)\.weight$", key) and value.dim() == 4:
-                value = value.flatten(1)  # 1x1 conv [out, in, 1, 1] -> linear [out, in]
-            out[key] = value
-        state_dict = out
-    check_state_dict(state_dict, model, skip_prefixes=("head.",))
-    return state_dict
+    return convert_checkpoint(state_dict, model, ("layers.",), _official_item)
+
+
+def _official_item(key: str, value: torch.Tensor) -> tuple[str, torch.Tensor] | None:
+    if key.endswith("relative_position_index"):
+        return None
+    key = _official_key(key)
+    if re.search(r"\.attn\.(qkv|proj)\.weight$", key) and value.dim() == 4:
+        value = value.flatten(1)  # 1x1 conv [out, in, 1, 1] -> linear [out, in]
+    return key, value
 
 
 def _create_vitaev2_vsa(variant: str, pretrained: bool = False, **kwargs) -> ViTAEv2VSA:
