@@ -2,7 +2,8 @@
 
 Each card dict is assembled from the model's pretrained cfg, vitzoo's measurements (``vitzoo.stats``), the paper
 table, the committed CPU benchmark (``benchmarks/results/cpu_models.json``) and the committed check against the
-official code (``benchmarks/results/official_parity.json``). Usage: ``python tools/gen_model_cards.py``;
+official code (``benchmarks/results/official_parity.json``) and, where measured, the input-size benchmark
+(``benchmarks/results/cpu_resolution.json``). Usage: ``python tools/gen_model_cards.py``;
 ``--check`` exits 1 when a committed card is stale.
 """
 
@@ -159,7 +160,7 @@ def _ratio(ours: float | None, theirs: float | None) -> str:
     return f"{ours / theirs:.2f}x" if ours and theirs else "-"
 
 
-def card_dict(name: str, bench: list[dict], parity: dict) -> dict:
+def card_dict(name: str, bench: list[dict], parity: dict, by_size: list[dict] | None = None) -> dict:
     """Everything one card says, in one place."""
     with_tag = timm.list_pretrained(name)
     cfg = timm.models.get_pretrained_cfg(with_tag[0] if with_tag else name).to_dict()
@@ -177,6 +178,7 @@ def card_dict(name: str, bench: list[dict], parity: dict) -> dict:
         stats=stats,
         paper=PAPER_TABLE.get(name),
         bench=rows,
+        by_size=[r for r in by_size or [] if r["model"] == name],
         parity=parity.get(name),
         **FAMILIES[family],
     )
@@ -259,6 +261,12 @@ def render(card: dict) -> str:
             train, off = r.get("train_img_s"), r["official"] or {}
             vs = f"{_ratio(r['infer_img_s'], off.get('infer_img_s'))} / {_ratio(train, off.get('train_img_s'))}"
             lines.append(f"| {r['batch_size']} | {r['infer_img_s']:.1f} | {f'{train:.1f}' if train else '-'} | {vs} |")
+    if card["by_size"]:
+        title = "CPU inference at growing input sizes (batch 1, fp32, eager; benchmarks/results/cpu_resolution.md):"
+        lines += ["", title, ""]
+        lines += ["| input | GMACs | latency ms (p50) |", "|---|---|---|"]
+        for r in card["by_size"]:
+            lines.append(f"| {r['img_size']} x {r['img_size']} | {r['gmacs']:.1f} | {r['infer_ms_p50']:.0f} |")
     lines += ["", "## Citation", "```bibtex", card["citation"], "```", ""]
     return "\n".join(lines)
 
@@ -269,10 +277,11 @@ def main() -> int:
     args = parser.parse_args()
     bench = _load("cpu_models.json").get("results", [])
     parity = _load("official_parity.json").get("results", {})
+    by_size = _load("cpu_resolution.json").get("results", [])
     stale = []
     CARDS.mkdir(exist_ok=True)
     for name in timm.list_models("vitzoo_*"):
-        text = render(card_dict(name, bench, parity))
+        text = render(card_dict(name, bench, parity, by_size))
         path = CARDS / f"{name}.md"
         if args.check:
             if not path.exists() or path.read_text() != text:
