@@ -136,3 +136,15 @@ def check_qkv(op_name: str, q: Any, k: Any, v: Any, rank: int, layout: str) -> N
         raise ValueError(f"{op_name}: q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     if not (q.device == k.device == v.device):
         raise ValueError(f"{op_name}: q, k, v must share a device, got {q.device}, {k.device}, {v.device}")
+
+
+def check_same_map(op_name: str, q: Any, k: Any, v: Any, leading: str) -> None:
+    """Raise a ValueError unless ``q`` and ``k`` have one shape and ``v`` shares every dim but the last with them.
+
+    ``leading`` names those shared dims for the message, e.g. ``"[B, H, W, heads]"``.
+    """
+    if q.shape != k.shape or q.shape[:-1] != v.shape[:-1]:
+        raise ValueError(
+            f"{op_name}: q and k must have the same shape and v the same {leading}, "
+            f"got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+        )

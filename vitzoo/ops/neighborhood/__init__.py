@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from .._common import pair
-from .._dispatch import OpBackends, check_qkv
+from .._dispatch import OpBackends, check_qkv, check_same_map
 
 __all__ = ["neighborhood_attention", "BACKENDS"]
 
@@ -47,11 +47,7 @@ def neighborhood_attention(
     dil = pair(dilation, "dilation")
     if any(kk % 2 == 0 for kk in kernel):
         raise ValueError(f"neighborhood_attention: kernel_size must be odd per axis, got {kernel}")
-    if q.shape != k.shape or q.shape[:4] != v.shape[:4]:
-        raise ValueError(
-            f"neighborhood_attention: q and k must have the same shape and v the same [B, H, W, heads], "
-            f"got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
-        )
+    check_same_map("neighborhood_attention", q, k, v, "[B, H, W, heads]")
     h, w = q.shape[1:3]
     if kernel[0] * dil[0] > h or kernel[1] * dil[1] > w:
         raise ValueError(

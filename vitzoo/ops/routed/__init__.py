@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .._dispatch import OpBackends, check_qkv
+from .._dispatch import OpBackends, check_qkv, check_same_map
 
 __all__ = ["region_routed_attention", "BACKENDS"]
 
@@ -49,11 +49,7 @@ def region_routed_attention(
         ``[B, H, W, Cv]``.
     """
     check_qkv("region_routed_attention", q, k, v, 4, "[B, H, W, C]")
-    if q.shape != k.shape or q.shape[:3] != v.shape[:3]:
-        raise ValueError(
-            f"region_routed_attention: q and k must have the same shape and v the same [B, H, W], "
-            f"got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
-        )
+    check_same_map("region_routed_attention", q, k, v, "[B, H, W]")
     if num_regions < 1 or not 1 <= topk <= num_regions**2:
         raise ValueError(
             f"region_routed_attention: need num_regions >= 1 and 1 <= topk <= num_regions**2, "

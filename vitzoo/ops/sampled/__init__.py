@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 
 from .._common import pair
-from .._dispatch import OpBackends, check_qkv
+from .._dispatch import OpBackends, check_qkv, check_same_map
 
 __all__ = ["sampled_window_attention", "BACKENDS"]
 
@@ -64,11 +64,7 @@ def sampled_window_attention(
     """
     check_qkv("sampled_window_attention", q, k, v, 5, "[B, H, W, heads, D]")
     ws = pair(window_size, "window_size")[0]
-    if q.shape != k.shape or q.shape[:4] != v.shape[:4]:
-        raise ValueError(
-            f"sampled_window_attention: q and k must have the same shape and v the same [B, H, W, heads], "
-            f"got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
-        )
+    check_same_map("sampled_window_attention", q, k, v, "[B, H, W, heads]")
     b, h, w, heads, _ = q.shape
     grid = (b, heads, 2, -(-h // ws), -(-w // ws))
     for name, t in (("offsets", offsets), ("scales", scales)):

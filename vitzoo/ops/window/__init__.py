@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 
 from .._common import padded_size, pair
-from .._dispatch import OpBackends, check_qkv
+from .._dispatch import OpBackends, check_qkv, check_same_map
 
 __all__ = ["window_attention", "BACKENDS"]
 
@@ -69,11 +69,7 @@ def window_attention(
     check_qkv("window_attention", q, k, v, 5, "[B, H, W, heads, D]")
     wh, ww = pair(window_size, "window_size")
     dh, dw = pair(dilation, "dilation")
-    if q.shape != k.shape or q.shape[:4] != v.shape[:4]:
-        raise ValueError(
-            f"window_attention: q and k must have the same shape and v the same [B, H, W, heads], "
-            f"got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
-        )
+    check_same_map("window_attention", q, k, v, "[B, H, W, heads]")
     n = wh * ww
     heads = q.shape[3]
     if bias is not None and tuple(bias.shape) != (heads, n, n):
