@@ -107,6 +107,9 @@ def test_padded_input_with_padding_only_lda_windows_is_finite(seed):
     )
     for p in model.parameters():
         p.data.normal_(0, 0.2)
+    for m in model.modules():  # positive norm scales: a negative one could switch every ReLU after a 4-wide
+        if isinstance(m, torch.nn.LayerNorm):  # DPB LayerNorm off for all offsets, leaving pos_proj no gradient at all
+            m.weight.data.abs_().add_(0.5)
     x = torch.randn(2, 3, 52, 40)
     out = model(x)
     assert out.shape == (2, 5) and torch.isfinite(out).all()
