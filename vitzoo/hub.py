@@ -90,6 +90,7 @@ def convert_checkpoint(
     model: nn.Module,
     official_prefixes: tuple[str, ...] = (),
     convert: Callable[[str, torch.Tensor], tuple[str, torch.Tensor] | None] | None = None,
+    adapt: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Unwrap ``checkpoint``, convert it when it is in the official layout, and check it against ``model``.
 
@@ -97,11 +98,14 @@ def convert_checkpoint(
     goes through ``convert(key, value)``, which returns the new ``(key, value)`` or ``None`` to drop the entry (a
     buffer the model rebuilds). Checkpoints in vitzoo's own layout pass through unchanged. The classifier may differ
     in shape (timm re-creates it for another class count); any other mismatch raises :class:`CheckpointError`.
+    ``adapt(state_dict)`` runs on either layout before the check: it resizes tables tied to the training resolution.
     """
     state_dict = unwrap_state_dict(checkpoint)
     if convert is not None and any(k.startswith(official_prefixes) for k in state_dict):
         converted = (convert(key, value) for key, value in state_dict.items())
         state_dict = dict(item for item in converted if item is not None)
+    if adapt is not None:
+        state_dict = adapt(state_dict)
     check_state_dict(state_dict, model, skip_prefixes=("head.",))
     return state_dict
 

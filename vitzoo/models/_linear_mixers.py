@@ -1,0 +1,163 @@
+"""What the DeiT, PVT, Swin and CSWin hosts of Agent / InLine / FLatten attention share.
+
+The official repositories describe where the new attention goes with one string per model (``attn_type``): a
+letter per stage, ``A`` / ``I`` / ``L`` for the new mixer and ``B`` / ``S`` for the host's own softmax attention,
+and ``M`` for a stage whose first ``n`` blocks use the new mixer, ``n`` written after the four letters
+(``AAMB2``: stages 1-2 agent attention, stage 3 two agent blocks then softmax, stage 4 softmax).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+from timm.layers import DropPath, Mlp
+
+from ..layers.global_attn import (
+    AGENT_AXIS_TABLES,
+    AgentAttention2d,
+    FocusedLinearAttention2d,
+    GlobalAttention2d,
+    InLineAttention2d,
+    resize_agent_table,
+    resize_positional_encoding,
+)
+from ._factory import imagenet_cfg
+
+MIXERS = ("agent", "inline", "flatten")
+PAPERS = dict(agent="arXiv:2312.08874", inline="arXiv:2412.06590", flatten="arXiv:2308.00442")
+REPOS = dict(
+    agent="https://github.com/LeapLabTHU/Agent-Attention",
+    inline="https://github.com/LeapLabTHU/InLine",
+    flatten="https://github.com/LeapLabTHU/FLatten-Transformer",
+)
+NEW_LETTERS, SOFTMAX_LETTERS = "AIL", "BS"
+
+
+def expand_attn_types(attn_type: str, depths: tuple[int, ...] | list[int]) -> list[list[bool]]:
+    """Per stage, per block: ``True`` where the block uses the new mixer (see the module docstring)."""
+    stages = len(depths)
+    letters, count = attn_type[:stages], attn_type[stages:]
+    valid = set(NEW_LETTERS + SOFTMAX_LETTERS + "M")
+    if (
+        len(letters) != stages
+        or not set(letters) <= valid
+        or ("M" in letters) != bool(count)
+        or not (count.isdigit() or not count)
+    ):
+        raise ValueError(
+            f"attn_type must be {stages} letters from A/I/L (new mixer), B/S (softmax) or M (first n blocks new), "
+            f"followed by n when M is used, e.g. 'AAMB2'; got {attn_type!r}"
+        )
+    out = []
+    for letter, depth in zip(letters, depths):
+        if letter == "M":
+            out.append([j < int(count) for j in range(depth)])
+        else:
+            out.append([letter in NEW_LETTERS] * depth)
+    return out
+
+
+def make_mixer(
+    mixer: str,
+    dim: int,
+    num_heads: int,
+    base_size: tuple[int, int],
+    agent_num: int = 49,
+    split_q: bool = False,
+    num_prefix_tokens: int = 0,
+    cswin_lepe: bool = False,
+) -> GlobalAttention2d:
+    """One of the global mixers; ``cswin_lepe`` adds the 3x3 depthwise conv of V that CSWin hosts add."""
+    if mixer == "agent":  # Agent-CSwin's LePE is the same 3x3 depthwise conv of V that the other hosts call dwc
+        return AgentAttention2d(
+            dim, num_heads, agent_num, base_size, split_q=split_q, num_prefix_tokens=num_prefix_tokens
+        )
+    if mixer == "inline":
+        return InLineAttention2d(dim, num_heads, split_q=split_q, num_prefix_tokens=num_prefix_tokens, dwc=cswin_lepe)
+    if mixer == "flatten":
+        if num_prefix_tokens:
+            raise ValueError("FocusedLinearAttention2d has no class-token variant")
+        return FocusedLinearAttention2d(dim, num_heads, base_size, split_q=split_q, lepe=cswin_lepe)
+    raise ValueError(f"mixer must be one of {MIXERS}, got {mixer!r}")
+
+
+class GlobalMixerBlock(nn.Module):
+    """Pre-norm transformer block around a global mixer, on a ``[B, H, W, C]`` map or ``[B, T, C]`` tokens.
+
+    ``context_from_input``: InLine-CSwin predicts its residual kernels from the mean of the block's input (before
+    the norm); the other hosts use the mixer's own input.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        attn: GlobalAttention2d,
+        mlp_ratio: float = 4.0,
+        drop_path: float = 0.0,
+        norm_eps: float = 1e-5,
+        context_from_input: bool = False,
+    ):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = attn
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.context_from_input = context_from_input
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        is_map = x.dim() == 4
+        if is_map:
+            b, h, w, c = x.shape
+            x, size = x.reshape(b, h * w, c), (h, w)  # B, H*W, C
+        context = x.mean(dim=1) if self.context_from_input else None
+        x = x + self.drop_path(self.attn(self.norm1(x), size, context))
+        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        return x.view(b, h, w, c) if is_map else x
+
+
+def mixer_no_weight_decay(model: nn.Module) -> set[str]:
+    """What the official recipes exempt from weight decay: position tables and the class token.
+
+    Agent's bias tables and FLatten's scale are decayed there (they are neither 1-D nor named ``*.bias``).
+    """
+    suffixes = ("relative_position_bias_table", "pos_embed", "cls_token")
+    return {n for n, _ in model.named_parameters() if n.endswith(suffixes)}
+
+
+def fit_resolution_tables(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Resize the mixers' resolution-tied tables of ``state_dict`` to ``model``'s (another ``img_size``).
+
+    Agent's row / column bias tables are resized linearly along the map axis (as the official loader does), FLatten's
+    key positional encoding bicubically as a square grid. Other entries pass unchanged; the caller checks shapes.
+    """
+    expected = model.state_dict()
+    out = {}
+    for key, value in state_dict.items():
+        target = expected.get(key)
+        name = key.rsplit(".", 1)[-1]
+        if target is not None and target.shape != value.shape:
+            if name in AGENT_AXIS_TABLES:
+                axis = AGENT_AXIS_TABLES[name]
+                if value.dim() == target.dim():
+                    value = resize_agent_table(value, axis, target.shape[axis])
+            elif name == "positional_encoding" and value.dim() == 3:
+                side = math.isqrt(value.shape[1])
+                if side * side == value.shape[1]:  # the official maps are square
+                    base = model.get_submodule(key.rsplit(".", 1)[0]).base_size
+                    value = resize_positional_encoding(value, (side, side), base)
+        out[key] = value
+    return out
+
+
+# NOTE: the official weights are Tsinghua Cloud share links (https://cloud.tsinghua.edu.cn/f/<id>/?dl=1, listed in the
+# model cards). They carry no file name, which timm's download cache needs, so no cfg has a url: download one and load
+# it with pretrained_cfg_overlay=dict(file=...).
+def linear_cfg(mixer: str, first_conv: str, **kwargs) -> dict:
+    """Pretrained cfg of an Agent / InLine / FLatten model (Swin's and DeiT's evaluation crop 0.9 by default)."""
+    kwargs.setdefault("crop_pct", 0.9)
+    return imagenet_cfg(
+        first_conv=first_conv, license="mit", paper_ids=PAPERS[mixer], origin_url=REPOS[mixer], **kwargs
+    )
