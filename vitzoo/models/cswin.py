@@ -172,7 +172,7 @@ class CSWinTransformer(HierarchicalBackbone):
                 downsample = ConvEmbed(dims[i - 1], dims[i], kernel_size=3, stride=2, padding=1)
             last = i == len(depths) - 1  # official ``last_stage``: one branch of global attention
             blocks = [
-                CSWinBlock(dims[i], num_heads[i], split_sizes[i], mlp_ratio, qkv_bias, dpr[i][j], global_attn=last)
+                self.make_block(i, j, dims[i], num_heads[i], split_sizes[i], mlp_ratio, qkv_bias, dpr[i][j], last)
                 for j in range(depth)
             ]
             stages.append(DownsampleStage(downsample, blocks, channels_last_blocks=True, downsample_channels_last=True))
@@ -181,6 +181,13 @@ class CSWinTransformer(HierarchicalBackbone):
         self.build_head(dims[-1])
         self.norm = LayerNorm2d(self.num_features, eps=1e-5)
         self.apply(self._init_weights)
+
+    def make_block(
+        self, stage: int, index: int, dim: int, num_heads: int, split_size: int, mlp_ratio: float, qkv_bias: bool,
+        drop_path: float, global_attn: bool,
+    ) -> nn.Module:  # fmt: skip
+        """Block ``index`` of ``stage``; hosts of other attention kinds (Agent-CSwin, ...) override this."""
+        return CSWinBlock(dim, num_heads, split_size, mlp_ratio, qkv_bias, drop_path, global_attn=global_attn)
 
 
 def _official_key(key: str) -> str:
