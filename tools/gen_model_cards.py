@@ -239,8 +239,8 @@ def render(card: dict) -> str:
         gmacs = paper.gmacs or "not printed"
         params = paper.params_m or "not printed"
         lines.append(f"| paper ({paper.source}) | {params} | {gmacs} | {paper.top1 or '-'} |")
-        if paper.code_gmacs:
-            lines.append(f"| official code, counted | - | {paper.code_gmacs} | - |")
+        if paper.code_gmacs or paper.code_params:
+            lines.append(f"| official code, counted | {paper.code_params or '-'} | {paper.code_gmacs or '-'} | - |")
     if card.get("note"):
         lines += ["", card["note"]]
     if card["parity"]:

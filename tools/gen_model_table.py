@@ -35,8 +35,8 @@ def build_table() -> str:
         tags = [t.split(".", 1)[1] for t in timm.list_pretrained(name) if "." in t]
         check = parity.get(name)
         paper_cost = f"{paper.params_m or '-'} / {paper.gmacs or '-'}" if paper else "-"
-        if paper and paper.code_gmacs:
-            paper_cost += f" (code: {paper.code_gmacs})"
+        if paper and (paper.code_gmacs or paper.code_params):
+            paper_cost += f" (code: {paper.code_params or '-'} / {paper.code_gmacs or '-'})"
         paper_top1 = str(paper.top1) if paper and paper.top1 else "-"
         diff = f"{check['max_abs_diff']:.1e}" if check else "-"
         rows.append(

@@ -155,6 +155,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         lines.append(("paper's numbers (as printed)", ""))
         lines.append(("  params (M)", paper.params_m or "not printed"))
         lines.append((f"  GMACs @ {paper.img_size}", paper.gmacs or "not printed"))
+        if paper.code_params:
+            lines.append(("  params (M) counted from the official code", paper.code_params))
         if paper.code_gmacs:
             lines.append(("  GMACs counted from the official code", paper.code_gmacs))
         lines.append(("  ImageNet-1k top-1", "-" if paper.top1 is None else f"{paper.top1}"))

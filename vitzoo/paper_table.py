@@ -20,15 +20,24 @@ class PaperEntry:
     # GMACs counted from the official code, set only where the printed value cannot be reproduced from that code
     # (the printed one is kept above; tests compare against this one and the docs show both)
     code_gmacs: str | None = None
+    # likewise for the parameter count (millions)
+    code_params: str | None = None
 
     @property
     def checked_gmacs(self) -> str | None:
         return self.code_gmacs or self.gmacs
 
+    @property
+    def checked_params(self) -> str | None:
+        return self.code_params or self.params_m
+
 
 _HALONET = "HaloNet paper table, via keras_cv_attention_models README"
 _VSA = "ViTAE-VSA README top-1; params counted from official models.py"
 _MALA_CODE = "counted from official model.py (paper table not read)"
+_AGENT = "Agent-Attention README"
+_INLINE = "InLine README"
+_FLATTEN = "FLatten-Transformer README (top-1 only; params / GMACs counted from the official code)"
 
 PAPER_TABLE: dict[str, PaperEntry] = {
     "vitzoo_van_b0": PaperEntry("4.1", "0.9", 75.4, 224, "VAN-Classification README"),
@@ -83,6 +92,41 @@ PAPER_TABLE: dict[str, PaperEntry] = {
     "vitzoo_mala_s": PaperEntry("27", "4.6", 84.7, 224, "MALA paper abstract (ICCV 2025)", "4.9"),
     "vitzoo_mala_b": PaperEntry("49.79", None, None, 224, _MALA_CODE),
     "vitzoo_mala_l": PaperEntry("97.77", None, None, 224, _MALA_CODE),
+    # Agent attention: README rows (GMACs printed as "FLOPs").
+    "vitzoo_agent_deit_t": PaperEntry("6.0", "1.2", 74.9, 224, _AGENT),
+    "vitzoo_agent_deit_s": PaperEntry("22.7", "4.4", 80.5, 224, _AGENT),
+    "vitzoo_agent_deit_b": PaperEntry("87.2", "17.6", 82.0, 224, _AGENT),
+    "vitzoo_agent_pvt_t": PaperEntry("11.6", "2.0", 78.4, 224, _AGENT),
+    "vitzoo_agent_pvt_s": PaperEntry("20.6", "4.0", 82.2, 224, _AGENT),
+    "vitzoo_agent_pvt_m": PaperEntry("35.9", "7.0", 83.4, 224, _AGENT),
+    "vitzoo_agent_pvt_l": PaperEntry("48.7", "10.4", 83.7, 224, _AGENT),
+    "vitzoo_agent_swin_t": PaperEntry("29", "4.5", 82.6, 224, _AGENT),
+    "vitzoo_agent_swin_s": PaperEntry("50", "8.7", 83.7, 224, _AGENT),
+    "vitzoo_agent_swin_b": PaperEntry("88", "15.4", 84.0, 224, _AGENT),
+    "vitzoo_agent_cswin_t": PaperEntry("21", "4.3", 83.1, 224, _AGENT),
+    "vitzoo_agent_cswin_s": PaperEntry("33", "6.8", 83.9, 224, _AGENT),
+    "vitzoo_agent_cswin_b": PaperEntry("73", "14.9", 84.7, 224, _AGENT),
+    # InLine: README rows. Five printed parameter counts are not what the official models build (Swin-T 29.22M,
+    # PVT-L 51.15M, CSwin-T/S/B 20.60/33.03/73.41M, equal to vitzoo's counts); those counts are kept as code_params.
+    "vitzoo_inline_deit_t": PaperEntry("6.5", "1.1", 74.5, 224, _INLINE),
+    "vitzoo_inline_deit_s": PaperEntry("16.7", "5.0", 80.2, 288, _INLINE),
+    "vitzoo_inline_deit_b": PaperEntry("23.8", "17.2", 82.3, 448, _INLINE),
+    "vitzoo_inline_pvt_t": PaperEntry("12.0", "2.0", 78.2, 224, _INLINE),
+    "vitzoo_inline_pvt_s": PaperEntry("21.6", "3.9", 82.0, 224, _INLINE),
+    "vitzoo_inline_pvt_m": PaperEntry("37.6", "6.9", 83.2, 224, _INLINE),
+    "vitzoo_inline_pvt_l": PaperEntry("50.2", "10.2", 83.6, 224, _INLINE, code_params="51.15"),
+    "vitzoo_inline_swin_t": PaperEntry("30", "4.5", 82.4, 224, _INLINE, code_params="29.22"),
+    "vitzoo_inline_swin_s": PaperEntry("50", "8.7", 83.6, 224, _INLINE),
+    "vitzoo_inline_swin_b": PaperEntry("88", "15.4", 84.1, 224, _INLINE),
+    "vitzoo_inline_cswin_t": PaperEntry("25", "4.3", 83.2, 224, _INLINE, code_params="20.60"),
+    "vitzoo_inline_cswin_s": PaperEntry("43", "6.8", 83.8, 224, _INLINE, code_params="33.03"),
+    "vitzoo_inline_cswin_b": PaperEntry("96", "14.9", 84.5, 224, _INLINE, code_params="73.41"),
+    # FLatten: the README prints top-1 only (fvcore count of the official models for the cost).
+    "vitzoo_flatten_pvt_t": PaperEntry(None, None, 77.8, 224, _FLATTEN, "2.05", "12.15"),
+    "vitzoo_flatten_swin_t": PaperEntry(None, None, 82.1, 224, _FLATTEN, "4.50", "29.19"),
+    "vitzoo_flatten_swin_s": PaperEntry(None, None, 83.5, 224, _FLATTEN, "8.76", "50.51"),
+    "vitzoo_flatten_swin_b": PaperEntry(None, None, 83.8, 224, _FLATTEN, "15.46", "88.97"),
+    "vitzoo_flatten_cswin_t": PaperEntry(None, None, 83.1, 224, _FLATTEN, "4.34", "21.20"),
 }
 
 

@@ -156,8 +156,11 @@ def fit_resolution_tables(state_dict: dict[str, torch.Tensor], model: nn.Module)
 # model cards). They carry no file name, which timm's download cache needs, so no cfg has a url: download one and load
 # it with pretrained_cfg_overlay=dict(file=...).
 def linear_cfg(mixer: str, first_conv: str, **kwargs) -> dict:
-    """Pretrained cfg of an Agent / InLine / FLatten model (Swin's and DeiT's evaluation crop 0.9 by default)."""
-    kwargs.setdefault("crop_pct", 0.9)
+    """Pretrained cfg of an Agent / InLine / FLatten model.
+
+    The official evaluation (Swin's training code in all three repositories) resizes to 256/224 of the input size
+    and centre-crops: crop 0.875, bicubic, ImageNet mean and std, which is :func:`imagenet_cfg`'s default.
+    """
     return imagenet_cfg(
         first_conv=first_conv, license="mit", paper_ids=PAPERS[mixer], origin_url=REPOS[mixer], **kwargs
     )
