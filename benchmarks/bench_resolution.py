@@ -1,9 +1,16 @@
 """How inference cost grows with the input size: linear attention against softmax peers at 224, 512 and 1024.
 
-Batch 1, fp32, eager, CPU, random weights. MAViT-T (MALA linear attention in stages 1-2) runs next to the same
-network with softmax attention in every stage (``mavit_t_all_softmax``, registered here: identical parameters, so
-the difference is exactly what MALA buys), timm's Swin-T (softmax in 7x7 windows) and ConvNeXt-T (no attention),
-and vitzoo's CSWin-T (softmax in stripes). Writes ``results/cpu_resolution.json`` and ``results/cpu_resolution.md``.
+Batch 1, fp32, eager, CPU, random weights. Each linear-cost model runs next to its softmax counterpart, in one run
+with timm's Swin-T (softmax in 7x7 windows) and ConvNeXt-T (no attention):
+
+- MAViT-T (MALA in stages 1-2) against ``mavit_t_all_softmax``, the same network with softmax in every stage;
+- Agent- / InLine- / FLatten-Swin-T against timm's Swin-T;
+- Agent- / InLine- / FLatten-PVT-T against ``pvt_t_softmax``, PVT-T itself (spatial-reduction softmax attention);
+- Agent- / InLine-DeiT-T against timm's DeiT-T (global softmax);
+- Agent- / InLine- / FLatten-CSwin-T against ``cswin_t_24181_softmax``, their host with CSWin's stripe attention in
+  every block (the same depths 2-4-18-1, which differ from CSWin-T's), and vitzoo's CSWin-T.
+
+The ``*_softmax`` twins are registered here. Writes ``results/cpu_resolution.json`` and ``results/cpu_resolution.md``.
 """
 
 from __future__ import annotations
@@ -16,15 +23,34 @@ from timm.models import register_model
 
 import vitzoo  # noqa: F401  (registers the vitzoo_* models with timm)
 from vitzoo.benchmark import benchmark_model, environment, write_json_atomic, write_text_atomic
+from vitzoo.models import linear_cswin, linear_pvt
 from vitzoo.models.mala import _create_mala
 
-MODELS = [
-    "vitzoo_mala_t",
-    "mavit_t_all_softmax",
-    "vitzoo_cswin_t",
-    "swin_tiny_patch4_window7_224",
-    "convnext_tiny",
-]
+# linear-cost model -> its softmax counterpart
+COUNTERPARTS = {
+    "vitzoo_mala_t": "mavit_t_all_softmax",
+    "vitzoo_agent_swin_t": "swin_tiny_patch4_window7_224",
+    "vitzoo_inline_swin_t": "swin_tiny_patch4_window7_224",
+    "vitzoo_flatten_swin_t": "swin_tiny_patch4_window7_224",
+    "vitzoo_agent_pvt_t": "pvt_t_softmax",
+    "vitzoo_inline_pvt_t": "pvt_t_softmax",
+    "vitzoo_flatten_pvt_t": "pvt_t_softmax",
+    "vitzoo_agent_deit_t": "deit_tiny_patch16_224",
+    "vitzoo_inline_deit_t": "deit_tiny_patch16_224",
+    "vitzoo_agent_cswin_t": "cswin_t_24181_softmax",
+    "vitzoo_inline_cswin_t": "cswin_t_24181_softmax",
+    "vitzoo_flatten_cswin_t": "cswin_t_24181_softmax",
+}
+MODELS = list(
+    dict.fromkeys(
+        [
+            *[m for pair in COUNTERPARTS.items() for m in pair],
+            "vitzoo_cswin_t",
+            "swin_tiny_patch4_window7_224",
+            "convnext_tiny",
+        ]
+    )
+)
 BASELINE = "swin_tiny_patch4_window7_224"
 # (image size, warmup, timed iterations): fewer iterations where one forward takes seconds
 SIZES = [(224, 2, 5), (512, 1, 3), (1024, 1, 2)]
@@ -38,23 +64,40 @@ def mavit_t_all_softmax(pretrained: bool = False, **kwargs):
     return _create_mala("vitzoo_mala_t", pretrained, **dict(model_args, **kwargs))
 
 
+@register_model
+def pvt_t_softmax(pretrained: bool = False, **kwargs):
+    """PVT-T (v1, no class token): spatial-reduction softmax attention in every block, Agent-PVT-T's host."""
+    return linear_pvt._create("vitzoo_agent_pvt_t", pretrained, **dict(dict(attn_type="BBBB"), **kwargs))
+
+
+@register_model
+def cswin_t_24181_softmax(pretrained: bool = False, **kwargs):
+    """The CSWin host of Agent-/InLine-/FLatten-CSwin-T (depths 2-4-18-1) with CSWin's stripe attention throughout."""
+    model_args = dict(attn_type="BBBB", embed_dim=64, depths=(2, 4, 18, 1), num_heads=(2, 4, 8, 16))
+    return linear_cswin._create("vitzoo_agent_cswin_t", pretrained, **dict(model_args, **kwargs))
+
+
 def markdown_table(results: list[dict], env: dict) -> str:
     by_key = {(r["model"], r["img_size"]): r for r in results}
     lines = [
         f"CPU, batch 1, fp32, eager, random weights, inference. {env['device_name']}, {env['cpu_count']} cores, "
         f"{env['threads']} threads; torch {env['torch']}, timm {env['timm']}, vitzoo {env['vitzoo']}; {env['date']}.",
         "",
-        "| model | img | GMACs | latency ms (p50) | img/s | vs swin_tiny | vs 224 (latency) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "Speed ratios are img/s over img/s (above 1: faster than the other model).",
+        "",
+        "| model | img | GMACs | latency ms (p50) | img/s | vs softmax counterpart | vs swin_tiny | vs 224 (latency) |",
+        "|---|---:|---:|---:|---:|---|---:|---:|",
     ]
     for r in results:
         base = by_key.get((BASELINE, r["img_size"]))
+        twin = by_key.get((COUNTERPARTS.get(r["model"]), r["img_size"]))
         small = by_key.get((r["model"], SIZES[0][0]))
         vs_base = f"{r['infer_img_s'] / base['infer_img_s']:.2f}x" if base else "-"
+        vs_twin = f"{r['infer_img_s'] / twin['infer_img_s']:.2f}x ({twin['model']})" if twin else "-"
         growth = f"{r['infer_ms_p50'] / small['infer_ms_p50']:.1f}x" if small else "-"
         lines.append(
             f"| {r['model']} | {r['img_size']} | {r['gmacs']:.1f} | {r['infer_ms_p50']:.0f} | {r['infer_img_s']:.2f} "
-            f"| {vs_base} | {growth} |"
+            f"| {vs_twin} | {vs_base} | {growth} |"
         )
     return "\n".join(lines) + "\n"
 

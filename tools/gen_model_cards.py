@@ -17,6 +17,7 @@ import sys
 import timm
 
 import vitzoo  # noqa: F401  (registers the models)
+from vitzoo.models._linear_mixers import OFFICIAL_WEIGHT_LINKS
 from vitzoo.paper_table import PAPER_TABLE
 from vitzoo.stats import model_stats
 
@@ -137,6 +138,60 @@ FAMILIES = {
             "  booktitle={ICCV},\n  year={2025}\n}"
         ),
     ),
+    "agent": dict(
+        title="Agent Attention: On the Integration of Softmax and Linear Attention",
+        arxiv="2312.08874",
+        note=(
+            "Hosts follow the official classification code: DeiT (all blocks agent attention; Agent-DeiT-B only "
+            "its first four, with 81 agents), PVT (every block, no spatial reduction), Swin (attn_type AAAB / "
+            "AABB / AAMB2) and CSwin (AABB), 9-16-49-49 agents per stage. The agent blocks attend over the whole "
+            "stage map; their position-bias tables are stored for the model's img_size and resized linearly to "
+            "other maps, in the model and when a checkpoint of another resolution is loaded."
+        ),
+        citation=(
+            "@inproceedings{han2024agent,\n"
+            "  title={Agent Attention: On the Integration of Softmax and Linear Attention},\n"
+            "  author={Han, Dongchen and Ye, Tianzhu and Han, Yizeng and Xia, Zhuofan and Pan, Siyuan and Wan, Pengfei"
+            " and Song, Shiji and Huang, Gao},\n"
+            "  booktitle={European Conference on Computer Vision (ECCV)},\n  year={2024}\n}"
+        ),
+    ),
+    "inline": dict(
+        title="Bridging the Divide: Reconsidering Softmax and Linear Attention (InLine attention)",
+        arxiv="2412.06590",
+        note=(
+            "Hosts follow the official classification code: DeiT (InLine-DeiT's widths: T 192/6 heads, S 320/10 "
+            "heads at 288 px, B 384/12 heads at 448 px), PVT (every block, twice PVT's heads), Swin (IIIS / IISS "
+            "/ IIMS2) and CSwin (IISS). The README's parameter counts for InLine-Swin-T, InLine-PVT-L and InLine-"
+            "CSwin-T/S/B are not what the official models build; the row 'official code, counted' gives what they"
+            " build, which vitzoo matches exactly."
+        ),
+        citation=(
+            "@inproceedings{han2024inline,\n"
+            "  title={Bridging the Divide: Reconsidering Softmax and Linear Attention},\n"
+            "  author={Han, Dongchen and Pu, Yifan and Xia, Zhuofan and Han, Yizeng and Pan, Xuran and Li, Xiu"
+            " and Lu, Jiwen and Song, Shiji and Huang, Gao},\n"
+            "  booktitle={NeurIPS},\n  year={2024}\n}"
+        ),
+    ),
+    "flatten": dict(
+        title="FLatten Transformer: Vision Transformer using Focused Linear Attention",
+        arxiv="2308.00442",
+        note=(
+            "The README prints top-1 only: the paper row's cost is vitzoo's, and the 'official code, counted' row"
+            " is an fvcore count of the official models (recorded here, not printed by the authors). Hosts: PVT-T"
+            " (every block), Swin and CSwin (LLSS). The key positional encoding is stored for the model's "
+            "img_size and resized bicubically to other maps. The focusing map runs in float32 under half "
+            "precision: the cube of ordinary activations overflows float16, the reported cause of FLatten's "
+            "float16 NaN."
+        ),
+        citation=(
+            "@inproceedings{han2023flatten,\n"
+            "  title={FLatten Transformer: Vision Transformer using Focused Linear Attention},\n"
+            "  author={Han, Dongchen and Pan, Xuran and Han, Yizeng and Song, Shiji and Huang, Gao},\n"
+            "  booktitle={ICCV},\n  year={2023}\n}"
+        ),
+    ),
 }
 
 
@@ -174,6 +229,7 @@ def card_dict(name: str, bench: list[dict], parity: dict, by_size: list[dict] | 
         license=cfg.get("license", "unknown"),
         origin_url=cfg.get("origin_url"),
         weights=cfg.get("hf_hub_id") or cfg.get("url"),
+        weights_link=OFFICIAL_WEIGHT_LINKS.get(name),
         img_size=cfg["input_size"][-1],
         stats=stats,
         paper=PAPER_TABLE.get(name),
@@ -182,6 +238,22 @@ def card_dict(name: str, bench: list[dict], parity: dict, by_size: list[dict] | 
         parity=parity.get(name),
         **FAMILIES[family],
     )
+
+
+def _out_indices(stats) -> str:
+    """A ViT's default feature maps are its last four blocks; hierarchical models list their four stages."""
+    return "" if len(stats.reductions) > 4 else ", out_indices=(0, 1, 2, 3)"
+
+
+def _weights_line(card: dict) -> str:
+    if card["weights"]:
+        return card["weights"] + " (official, converted on load)"
+    if card["weights_link"]:
+        return (
+            f"{card['weights_link']} (official; a share link timm cannot cache: download it, then "
+            "`pretrained=True, pretrained_cfg_overlay=dict(file=path)` converts it on load)"
+        )
+    return "none published"
 
 
 def render(card: dict) -> str:
@@ -203,11 +275,11 @@ def render(card: dict) -> str:
         f"- **Params (M):** {s.params_m:.2f}",
         f"- **GMACs:** {s.gmacs:.2f}",
         f"- **Activations (M):** {s.activations_m:.2f}",
-        f"- **Image size:** {card['img_size']} x {card['img_size']} (any size >= 32 runs)",
+        f"- **Image size:** {card['img_size']} x {card['img_size']} (any size >= {min(s.reductions[-1], 32)} runs)",
         f"- **Feature map channels / strides:** {list(s.channels)} / {list(s.reductions)}",
         f"- **Papers:** https://arxiv.org/abs/{card['arxiv']}",
         f"- **Original:** {card['origin_url'] or 'no official code released'}",
-        f"- **Weights:** {card['weights'] + ' (official, converted on load)' if card['weights'] else 'none published'}",
+        f"- **Weights:** {_weights_line(card)}",
         "",
         "## Usage",
         "### Image classification",
@@ -220,7 +292,7 @@ def render(card: dict) -> str:
         "```",
         "### Feature maps",
         "```python",
-        f"model = timm.create_model('{name}', features_only=True, out_indices=(0, 1, 2, 3))",
+        f"model = timm.create_model('{name}', features_only=True{_out_indices(s)})",
         "for f in model(torch.randn(1, 3, 224, 224)):",
         "    print(f.shape)",
         "```",

@@ -152,9 +152,45 @@ def fit_resolution_tables(state_dict: dict[str, torch.Tensor], model: nn.Module)
     return out
 
 
-# NOTE: the official weights are Tsinghua Cloud share links (https://cloud.tsinghua.edu.cn/f/<id>/?dl=1, listed in the
-# model cards). They carry no file name, which timm's download cache needs, so no cfg has a url: download one and load
-# it with pretrained_cfg_overlay=dict(file=...).
+# NOTE: the official weights are Tsinghua Cloud share links (the READMEs' ImageNet-1k rows; issue #46 of
+# Agent-Attention reports some dead). They carry no file name, which timm's download cache needs, so no cfg has a
+# url: download one and load it with pretrained_cfg_overlay=dict(file=...). Share id per model:
+_TSINGHUA_IDS = {
+    "vitzoo_agent_deit_t": "57e0904221824ee7b7af",
+    "vitzoo_agent_deit_s": "fdd43304372541db8ea7",
+    "vitzoo_agent_deit_b": "5115f15fdd7e4ab58fbc",
+    "vitzoo_agent_pvt_t": "13fdf0e0a7c5498c934f",
+    "vitzoo_agent_pvt_s": "36b8be9a8863456685a3",
+    "vitzoo_agent_pvt_m": "4d00ecacf18b45f9b88c",
+    "vitzoo_agent_pvt_l": "040cfe0cfbbe4762ad09",
+    "vitzoo_agent_swin_t": "a2ddc1190c224f768a41",
+    "vitzoo_agent_swin_s": "f607172c9fea4d6e99bb",
+    "vitzoo_agent_swin_b": "4fcd2d0114bb490483c3",
+    "vitzoo_agent_cswin_t": "8c562a74441e46d5902b",
+    "vitzoo_agent_cswin_s": "30eb8af675bc4b7a8747",
+    "vitzoo_agent_cswin_b": "c8035b0839b2410c8c9f",
+    "vitzoo_inline_deit_t": "1d6b8191ad6d4114b291",
+    "vitzoo_inline_deit_s": "2f3898b07e9247f3beb3",
+    "vitzoo_inline_deit_b": "10bdd726d4b0435eb34e",
+    "vitzoo_inline_pvt_t": "90ac52b1555b401eb5e6",
+    "vitzoo_inline_pvt_s": "1ab953b2479d433080a3",
+    "vitzoo_inline_pvt_m": "a72aec31e6084bc0a280",
+    "vitzoo_inline_pvt_l": "efd91318ba964f01b288",
+    "vitzoo_inline_swin_t": "32810869fcc34410966b",
+    "vitzoo_inline_swin_s": "e9657fd247c04c7cb1a1",
+    "vitzoo_inline_swin_b": "bf23564bb64c420aafe1",
+    "vitzoo_inline_cswin_t": "49fa2ecc543647c4b970",
+    "vitzoo_inline_cswin_s": "59f4e65f776f4052b93c",
+    "vitzoo_inline_cswin_b": "91e17121df284ae38521",
+    "vitzoo_flatten_pvt_t": "3ab1d773f19d45648690",
+    "vitzoo_flatten_swin_t": "e1518e76703e4e57a7f2",
+    "vitzoo_flatten_swin_s": "94188e52af354bf4a88b",
+    "vitzoo_flatten_swin_b": "7a9e5186bad04e7fb3a9",
+    "vitzoo_flatten_cswin_t": "48ba765ba8b0451d9d5a",
+}
+OFFICIAL_WEIGHT_LINKS = {name: f"https://cloud.tsinghua.edu.cn/f/{i}/?dl=1" for name, i in _TSINGHUA_IDS.items()}
+
+
 def linear_cfg(mixer: str, first_conv: str, **kwargs) -> dict:
     """Pretrained cfg of an Agent / InLine / FLatten model.
 

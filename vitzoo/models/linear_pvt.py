@@ -27,7 +27,14 @@ from timm.models import generate_default_cfgs, register_model
 from ..hub import convert_checkpoint
 from ._contract import DownsampleStage, HierarchicalBackbone, drop_path_rates
 from ._factory import create_backbone
-from ._linear_mixers import GlobalMixerBlock, fit_resolution_tables, linear_cfg, make_mixer, mixer_no_weight_decay
+from ._linear_mixers import (
+    GlobalMixerBlock,
+    expand_attn_types,
+    fit_resolution_tables,
+    linear_cfg,
+    make_mixer,
+    mixer_no_weight_decay,
+)
 from .linear_swin import stage_sizes
 
 __all__ = ["LinearPVT"]
@@ -61,18 +68,52 @@ class PVTPatchEmbed(nn.Module):
         return x + resize_pos_embed(self.pos_embed, self.base_size, (h, w)).view(1, h, w, c)
 
 
+class SpatialReductionAttention(nn.Module):
+    """PVT's softmax attention: keys and values from the map downsampled ``sr_ratio`` times by a strided conv.
+
+    Tokens ``[B, H*W, C]`` in and out; the signature matches the global mixers so one block type hosts both.
+    """
+
+    def __init__(self, dim: int, num_heads: int, sr_ratio: int = 1, qkv_bias: bool = True):
+        super().__init__()
+        self.num_heads, self.sr_ratio = num_heads, sr_ratio
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
+        if sr_ratio > 1:
+            self.sr = nn.Conv2d(dim, dim, sr_ratio, stride=sr_ratio)
+            self.norm = nn.LayerNorm(dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int], context: torch.Tensor | None = None) -> torch.Tensor:
+        b, n, c = x.shape
+        heads, d = self.num_heads, c // self.num_heads
+        q = self.q(x).view(b, n, heads, d).transpose(1, 2)  # B, heads, N, D
+        if self.sr_ratio > 1:
+            x = self.sr(x.transpose(1, 2).reshape(b, c, *size)).flatten(2).transpose(1, 2)  # B, N / sr^2, C
+            x = self.norm(x)
+        k, v = self.kv(x).view(b, -1, 2, heads, d).permute(2, 0, 3, 1, 4)  # each B, heads, M, D
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+
 class LinearPVT(HierarchicalBackbone):
-    """PVT with a global linear-cost mixer in every block, with the timm model contract."""
+    """PVT with a global linear-cost mixer in the blocks ``attn_type`` selects (all, in the released models).
+
+    ``attn_type`` letters B/S keep PVT's spatial-reduction softmax attention (``sr_ratios``): ``"BBBB"`` is PVT
+    itself, the softmax counterpart the benchmarks compare against.
+    """
 
     def __init__(
         self,
         mixer: str = "agent",
+        attn_type: str = "AAAA",
         agent_num: tuple[int, ...] = (9, 16, 49, 49),
         img_size: int | tuple[int, int] = 224,
         embed_dims: tuple[int, ...] = (64, 128, 320, 512),
         depths: tuple[int, ...] = (2, 2, 2, 2),
         num_heads: tuple[int, ...] = (1, 2, 5, 8),
         mlp_ratios: tuple[float, ...] = (8, 8, 4, 4),
+        sr_ratios: tuple[int, ...] = (8, 4, 2, 1),
         in_chans: int = 3,
         num_classes: int = 1000,
         global_pool: str = "avg",
@@ -82,20 +123,18 @@ class LinearPVT(HierarchicalBackbone):
         super().__init__(num_classes, in_chans, global_pool, drop_rate)
         self.stem = nn.Identity()
         sizes = stage_sizes(img_size, len(depths))
+        uses_mixer = expand_attn_types(attn_type, depths)
         dpr = drop_path_rates(drop_path_rate, depths)
         stages, self.feature_info, prev = [], [], in_chans
         for i, (dim, depth) in enumerate(zip(embed_dims, depths)):
             embed = PVTPatchEmbed(prev, dim, 4 if i == 0 else 2, sizes[i])
-            blocks = [
-                GlobalMixerBlock(
-                    dim,
-                    make_mixer(mixer, dim, num_heads[i], sizes[i], agent_num[i], split_q=True),
-                    mlp_ratios[i],
-                    dpr[i][j],
-                    norm_eps=1e-6,
-                )  # fmt: skip
-                for j in range(depth)
-            ]
+            blocks = []
+            for j in range(depth):
+                if uses_mixer[i][j]:
+                    attn = make_mixer(mixer, dim, num_heads[i], sizes[i], agent_num[i], split_q=True)
+                else:
+                    attn = SpatialReductionAttention(dim, num_heads[i], sr_ratios[i])
+                blocks.append(GlobalMixerBlock(dim, attn, mlp_ratios[i], dpr[i][j], norm_eps=1e-6))
             stages.append(DownsampleStage(embed, blocks, channels_last_blocks=True, downsample_channels_last=True))
             self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"stages.{i}"))
             prev = dim
@@ -187,29 +226,29 @@ def vitzoo_agent_pvt_l(pretrained: bool = False, **kwargs) -> LinearPVT:
 
 @register_model
 def vitzoo_inline_pvt_t(pretrained: bool = False, **kwargs) -> LinearPVT:
-    model_args = dict(mixer="inline", depths=_DEPTHS["t"], num_heads=_INLINE_HEADS)
+    model_args = dict(mixer="inline", attn_type="IIII", depths=_DEPTHS["t"], num_heads=_INLINE_HEADS)
     return _create("vitzoo_inline_pvt_t", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def vitzoo_inline_pvt_s(pretrained: bool = False, **kwargs) -> LinearPVT:
-    model_args = dict(mixer="inline", depths=_DEPTHS["s"], num_heads=_INLINE_HEADS)
+    model_args = dict(mixer="inline", attn_type="IIII", depths=_DEPTHS["s"], num_heads=_INLINE_HEADS)
     return _create("vitzoo_inline_pvt_s", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def vitzoo_inline_pvt_m(pretrained: bool = False, **kwargs) -> LinearPVT:
-    model_args = dict(mixer="inline", depths=_DEPTHS["m"], num_heads=_INLINE_HEADS)
+    model_args = dict(mixer="inline", attn_type="IIII", depths=_DEPTHS["m"], num_heads=_INLINE_HEADS)
     return _create("vitzoo_inline_pvt_m", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def vitzoo_inline_pvt_l(pretrained: bool = False, **kwargs) -> LinearPVT:
-    model_args = dict(mixer="inline", depths=_DEPTHS["l"], num_heads=_INLINE_HEADS)
+    model_args = dict(mixer="inline", attn_type="IIII", depths=_DEPTHS["l"], num_heads=_INLINE_HEADS)
     return _create("vitzoo_inline_pvt_l", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def vitzoo_flatten_pvt_t(pretrained: bool = False, **kwargs) -> LinearPVT:
-    model_args = dict(mixer="flatten", depths=_DEPTHS["t"], num_heads=_HEADS)
+    model_args = dict(mixer="flatten", attn_type="LLLL", depths=_DEPTHS["t"], num_heads=_HEADS)
     return _create("vitzoo_flatten_pvt_t", pretrained, **dict(model_args, **kwargs))
