@@ -64,11 +64,13 @@ def test_inline_cswin_residual_comes_from_the_block_input():
     "name", ["vitzoo_agent_swin_t", "vitzoo_flatten_swin_t", "vitzoo_agent_pvt_t", "vitzoo_agent_deit_t"]
 )
 def test_official_224_weights_at_288(name, seed):
-    """A 224 checkpoint loaded into a 288 model: resized tables, and the same function as the 224 model at 288.
+    """A 224 checkpoint loaded into a 288 model resizes its tables as the official loaders do.
 
-    Swin's softmax window blocks shift or not depending on the stage size the model was built for (as in timm's
-    Swin), so the functional check uses the all-global layout of the Swin hosts; the official-layout checkpoint
-    must load into the 288 model either way.
+    Where the official code resizes the same way in its loader and in its forward pass (Agent's tables, FLatten's
+    positional encoding, DeiT's position embedding), the 288 model must also compute what the 224 model computes at
+    288. Swin's softmax blocks change window with ``img_size`` (official rule), so that check uses the all-global
+    layout; PVT's forward resizes its position embedding bilinearly but its loader bicubically, so PVT is checked
+    against the bicubic resize instead.
     """
     filter_fn = importlib.import_module(type(timm.create_model(name)).__module__).checkpoint_filter_fn
     official = {k: v * 0.1 for k, v in random_official_state_dict(name).items()}
@@ -77,6 +79,14 @@ def test_official_224_weights_at_288(name, seed):
     if "agent" in name:
         first = at_288.get_submodule("blocks.0.attn" if "deit" in name else "stages.0.blocks.0.attn")
         assert first.ah_bias.shape[3] == (18 if "deit" in name else 72)
+    if "pvt" in name:
+        pe = official["pos_embed1"].reshape(1, 56, 56, -1).permute(0, 3, 1, 2)
+        pe = F.interpolate(pe, size=(72, 72), mode="bicubic", align_corners=False).flatten(2).transpose(1, 2)
+        torch.testing.assert_close(at_288.stages[0].downsample.pos_embed.detach(), pe)
+        return
+    if name == "vitzoo_agent_swin_t":  # stage 4's softmax window: 9 at 288, its bias table resized 13^2 -> 17^2
+        assert at_288.stages[3].blocks[1].window_size == (9, 9)
+        assert at_288.stages[3].blocks[1].attn.relative_position_bias_table.shape == (17 * 17, 24)
 
     layout = dict(attn_type="AAAA" if "agent" in name else "LLLL") if "swin" in name else {}
     at_224 = timm.create_model(name, **layout).eval()

@@ -12,6 +12,7 @@ import math
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from timm.layers import DropPath, Mlp
 
 from ..layers.global_attn import (
@@ -148,8 +149,31 @@ def fit_resolution_tables(state_dict: dict[str, torch.Tensor], model: nn.Module)
                 if side * side == value.shape[1]:  # the official maps are square
                     base = model.get_submodule(key.rsplit(".", 1)[0]).base_size
                     value = resize_positional_encoding(value, (side, side), base)
+            elif name == "relative_position_bias_table" and value.dim() == 2:
+                value = resize_relative_position_table(value, target.shape[0])
         out[key] = value
     return out
+
+
+def resize_relative_position_table(table: torch.Tensor, length: int) -> torch.Tensor:
+    """Swin's ``[(2w - 1)^2, heads]`` bias table for another window, resized bicubically as the official loaders do."""
+    old, new = math.isqrt(table.shape[0]), math.isqrt(length)
+    grid = table.t().reshape(1, table.shape[1], old, old).float()
+    grid = F.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False)
+    return grid.reshape(table.shape[1], length).t().to(table.dtype)
+
+
+def swin_window_size(mixer: str, img_size: int | tuple[int, int]) -> int:
+    """The softmax window of the official Swin hosts, derived from their ``WINDOW_SIZE`` (the stage-1 map side).
+
+    Agent and InLine use ``max(7, WINDOW_SIZE // 8)`` (7 at 224, 9 at 288, 12 at 384); FLatten uses 7 up to a
+    56-token stage 1 and 12 above.
+    """
+    side = max(img_size) if isinstance(img_size, tuple) else img_size
+    stage1 = math.ceil(side / 4)
+    if mixer == "flatten":
+        return 7 if stage1 <= 56 else 12
+    return max(7, stage1 // 8)
 
 
 # NOTE: the official weights are Tsinghua Cloud share links (the READMEs' ImageNet-1k rows; issue #46 of

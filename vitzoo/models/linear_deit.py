@@ -37,6 +37,12 @@ __all__ = ["LinearDeiT"]
 POOLS = ("token", "avg", "")
 
 
+def resample_pos_embed(pos_embed: torch.Tensor, size: tuple[int, int], old_size: tuple[int, int]) -> torch.Tensor:
+    """The class-token-first position embedding on another patch grid: plain bicubic, as the official loaders do
+    (timm's default adds antialiasing, which changes the values when shrinking)."""
+    return resample_abs_pos_embed(pos_embed, size, old_size, num_prefix_tokens=1, antialias=False)
+
+
 class LinearDeiT(HierarchicalBackbone):
     """DeiT with a global linear-cost mixer in its first ``mixer_depth`` blocks, with timm's ViT contract."""
 
@@ -124,7 +130,7 @@ class LinearDeiT(HierarchicalBackbone):
         b, h, w, c = x.shape
         pos_embed = self.pos_embed
         if (h, w) != self.grid_size:
-            pos_embed = resample_abs_pos_embed(pos_embed, (h, w), self.grid_size, num_prefix_tokens=1)
+            pos_embed = resample_pos_embed(pos_embed, (h, w), self.grid_size)
         x = torch.cat([self.cls_token.expand(b, -1, -1), x.reshape(b, h * w, c)], dim=1)
         return x + pos_embed, (h, w)
 
@@ -197,7 +203,7 @@ def _fit_tables(state_dict: dict[str, torch.Tensor], model: LinearDeiT) -> dict[
         side = math.isqrt(pos_embed.shape[1] - 1)
         if side * side == pos_embed.shape[1] - 1:
             state_dict = dict(state_dict)
-            state_dict["pos_embed"] = resample_abs_pos_embed(pos_embed, model.grid_size, (side, side))
+            state_dict["pos_embed"] = resample_pos_embed(pos_embed, model.grid_size, (side, side))
     return fit_resolution_tables(state_dict, model)
 
 

@@ -6,12 +6,13 @@ https://github.com/LeapLabTHU/{Agent-Attention,InLine,FLatten-Transformer} (MIT)
 arXiv:2102.12122), in the class-token-free form these repositories use.
 
 Four stages, each a patch embedding (a 4x4, then 2x2, stride-equal conv and LayerNorm), a learned absolute position
-embedding sized for ``img_size`` (bilinearly resized to other maps, as the official code does) and pre-norm blocks
-(LayerNorm eps 1e-6, MLP ratios 8, 8, 4, 4). Every block uses the new mixer over the whole stage map with ``q`` and
-``kv`` projections (the released configs set the spatial-reduction ratio of these blocks to 1, so PVT's reduction
-conv never appears). The classifier averages the last stage's tokens without a final norm (FLatten-PVT's official
-model builds a final LayerNorm but never applies it; the converter drops it). Changes: an input that the patch sizes
-do not divide is zero-padded at the bottom/right instead of cropped, so any input size >= 32 runs.
+embedding sized for ``img_size`` (resized bilinearly to other maps in the forward pass and bicubically when a
+checkpoint moves to another ``img_size``, as the official code does) and pre-norm blocks (LayerNorm eps 1e-6, MLP
+ratios 8, 8, 4, 4). Every block uses the new mixer over the whole stage map with ``q`` and ``kv`` projections (the
+released configs set the spatial-reduction ratio of these blocks to 1, so PVT's reduction conv never appears). The
+classifier averages the last stage's tokens without a final norm (FLatten-PVT's official model builds a final
+LayerNorm but never applies it; the converter drops it). Changes: an input that the patch sizes do not divide is
+zero-padded at the bottom/right instead of cropped, so any input size >= 32 runs.
 """
 
 from __future__ import annotations
@@ -40,12 +41,18 @@ from .linear_swin import stage_sizes
 __all__ = ["LinearPVT"]
 
 
-def resize_pos_embed(pos_embed: torch.Tensor, base_size: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
-    """Resize a ``[1, h0 * w0, C]`` position embedding to ``size`` bilinearly (``align_corners=False``)."""
+def resize_pos_embed(
+    pos_embed: torch.Tensor, base_size: tuple[int, int], size: tuple[int, int], mode: str = "bilinear"
+) -> torch.Tensor:
+    """Resize a ``[1, h0 * w0, C]`` position embedding to ``size`` (``align_corners=False``).
+
+    Bilinear in the forward pass, bicubic when a checkpoint is moved to another ``img_size``: both as the official
+    code does (its forward and its loader differ).
+    """
     if tuple(base_size) == tuple(size):
         return pos_embed
     grid = pos_embed.reshape(1, *base_size, -1).permute(0, 3, 1, 2)  # 1, C, h0, w0
-    grid = F.interpolate(grid.float(), size=size, mode="bilinear", align_corners=False).to(pos_embed.dtype)
+    grid = F.interpolate(grid.float(), size=size, mode=mode, align_corners=False).to(pos_embed.dtype)
     return grid.flatten(2).transpose(1, 2)  # 1, h*w, C
 
 
@@ -165,7 +172,7 @@ def _fit_tables(state_dict: dict[str, torch.Tensor], model: LinearPVT) -> dict[s
         if value is not None and value.shape[1] != base[0] * base[1]:
             side = round(value.shape[1] ** 0.5)
             if side * side == value.shape[1]:
-                state_dict[key] = resize_pos_embed(value, (side, side), base)
+                state_dict[key] = resize_pos_embed(value, (side, side), base, mode="bicubic")
     return state_dict
 
 

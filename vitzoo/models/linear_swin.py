@@ -9,11 +9,14 @@ Transformer: Vision Transformer using Focused Linear Attention", Han et al., ICC
 Swin's 4x4 patch embedding, patch merging, pre-norm blocks (MLP ratio 4), final LayerNorm and mean pooling. Per the
 official ``attn_type`` string (see :mod:`vitzoo.models._linear_mixers`), a block either uses the new mixer over the
 whole stage map (the official configs set Swin's window to 56, the stage-1 map at 224, so these windows never
-partition) or keeps Swin's softmax attention in 7x7 windows, shifted on odd blocks (timm's
+partition) or keeps Swin's softmax attention in windows (7x7 at 224), shifted on odd blocks (timm's
 ``SwinTransformerBlock``). The new mixers' resolution-tied tables are sized for ``img_size`` and resized to the
-actual map in every forward, so any input size >= 32 runs (the patch embedding pads to a multiple of 4, merging pads
-odd maps, window blocks pad to the window as timm's Swin does). Modules are ``stages.{i}.{downsample,blocks}``;
-:func:`checkpoint_filter_fn` converts official checkpoints, resizing their tables when ``img_size`` differs.
+actual map in every forward; the softmax window follows the official rule for ``img_size`` (7 at 224, 9 at 288 and
+12 at 384 for Agent / InLine, 12 above 224 for FLatten), whose relative-position tables are resized bicubically when
+a checkpoint of another window is loaded. Any input size >= 32 runs (the patch embedding pads to a multiple of 4,
+merging pads odd maps, window blocks pad to the window as timm's Swin does). Modules are
+``stages.{i}.{downsample,blocks}``; :func:`checkpoint_filter_fn` converts official checkpoints, resizing their
+tables when ``img_size`` differs.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from ._linear_mixers import (
     linear_cfg,
     make_mixer,
     mixer_no_weight_decay,
+    swin_window_size,
 )
 from .swin_vsa import NCHWPatchMerging
 
@@ -66,7 +70,7 @@ class LinearSwin(HierarchicalBackbone):
         embed_dim: int = 96,
         depths: tuple[int, ...] = (2, 2, 6, 2),
         num_heads: tuple[int, ...] = (3, 6, 12, 24),
-        window_size: int = 7,
+        window_size: int | None = None,
         mlp_ratio: float = 4.0,
         in_chans: int = 3,
         num_classes: int = 1000,
@@ -78,6 +82,7 @@ class LinearSwin(HierarchicalBackbone):
         self.stem = nn.Identity()
         uses_mixer = expand_attn_types(attn_type, depths)
         sizes = stage_sizes(img_size, len(depths))
+        window_size = window_size or swin_window_size(mixer, img_size)
         dpr = drop_path_rates(drop_path_rate, depths)
         stages, self.feature_info = [], []
         for i, depth in enumerate(depths):
