@@ -22,6 +22,7 @@ from vitzoo.paper_table import PAPER_TABLE
 from vitzoo.stats import model_stats
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+from bench_resolution import COUNTERPARTS  # noqa: E402
 from official_models import OFFICIAL_NAMES  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -234,7 +235,17 @@ def card_dict(name: str, bench: list[dict], parity: dict, by_size: list[dict] | 
         stats=stats,
         paper=PAPER_TABLE.get(name),
         bench=rows,
-        by_size=[r for r in by_size or [] if r["model"] == name],
+        by_size=[
+            dict(
+                r,
+                twin=next(
+                    (t for t in by_size if t["model"] == COUNTERPARTS.get(name) and t["img_size"] == r["img_size"]),
+                    None,
+                ),
+            )
+            for r in by_size or []
+            if r["model"] == name
+        ],
         parity=parity.get(name),
         **FAMILIES[family],
     )
@@ -336,9 +347,20 @@ def render(card: dict) -> str:
     if card["by_size"]:
         title = "CPU inference at growing input sizes (batch 1, fp32, eager; benchmarks/results/cpu_resolution.md):"
         lines += ["", title, ""]
-        lines += ["| input | GMACs | latency ms (p50) |", "|---|---|---|"]
+        twin = COUNTERPARTS.get(card["name"])
+        if twin:
+            lines += [
+                f"| input | GMACs | latency ms (p50) | softmax counterpart `{twin}` (ms) | speed-up |",
+                "|---|---|---|---|---|",
+            ]
+        else:
+            lines += ["| input | GMACs | latency ms (p50) |", "|---|---|---|"]
         for r in card["by_size"]:
-            lines.append(f"| {r['img_size']} x {r['img_size']} | {r['gmacs']:.1f} | {r['infer_ms_p50']:.0f} |")
+            row = f"| {r['img_size']} x {r['img_size']} | {r['gmacs']:.1f} | {r['infer_ms_p50']:.0f} |"
+            if twin:
+                t = r["twin"]
+                row += f" {t['infer_ms_p50']:.0f} | {t['infer_ms_p50'] / r['infer_ms_p50']:.2f}x |" if t else " - | - |"
+            lines.append(row)
     lines += ["", "## Citation", "```bibtex", card["citation"], "```", ""]
     return "\n".join(lines)
 
