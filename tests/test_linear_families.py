@@ -129,3 +129,13 @@ def test_half_precision_mixers_stay_close_to_float32(kind, dtype, tol, seed):
     assert torch.isfinite(out).all()
     err = (out.float() - ref).norm() / ref.norm()
     assert err < tol, err
+
+
+def test_every_variant_names_its_official_weights_in_its_cfg():
+    names = [
+        m for m in timm.list_models("vitzoo_*") if m.startswith(("vitzoo_agent_", "vitzoo_inline_", "vitzoo_flatten_"))
+    ]
+    assert len(names) == 31
+    for name in names:
+        notes = timm.models.get_pretrained_cfg(name).notes
+        assert notes and "https://cloud.tsinghua.edu.cn/f/" in notes[0], name

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp
+from timm.models import generate_default_cfgs
 
 from ..layers.global_attn import (
     AGENT_AXIS_TABLES,
@@ -224,3 +225,14 @@ def linear_cfg(mixer: str, first_conv: str, **kwargs) -> dict:
     return imagenet_cfg(
         first_conv=first_conv, license="mit", paper_ids=PAPERS[mixer], origin_url=REPOS[mixer], **kwargs
     )
+
+
+def linear_default_cfgs(cfgs: dict[str, dict]) -> dict:
+    """timm's ``default_cfgs`` for a host's models, each noting where its official weights are published."""
+    for name, cfg in cfgs.items():
+        if name in OFFICIAL_WEIGHT_LINKS:
+            cfg["notes"] = (
+                f"official ImageNet-1k weights: {OFFICIAL_WEIGHT_LINKS[name]} (download, then "
+                "pretrained=True with pretrained_cfg_overlay=dict(file=path))",
+            )
+    return generate_default_cfgs(cfgs)

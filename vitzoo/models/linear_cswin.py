@@ -18,7 +18,7 @@ import re
 
 import torch
 import torch.nn as nn
-from timm.models import generate_default_cfgs, register_model
+from timm.models import register_model
 
 from ..hub import convert_checkpoint
 from ._factory import create_backbone
@@ -27,6 +27,7 @@ from ._linear_mixers import (
     expand_attn_types,
     fit_resolution_tables,
     linear_cfg,
+    linear_default_cfgs,
     make_mixer,
     mixer_no_weight_decay,
 )
@@ -98,7 +99,7 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> LinearCSWin:
     return create_backbone(LinearCSWin, variant, pretrained, checkpoint_filter_fn, **kwargs)
 
 
-default_cfgs = generate_default_cfgs(
+default_cfgs = linear_default_cfgs(
     {
         **{
             f"vitzoo_{mixer}_cswin_{size}": linear_cfg(mixer, "stages.0.downsample.conv")

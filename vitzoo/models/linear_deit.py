@@ -23,14 +23,21 @@ from functools import partial
 import torch
 import torch.nn as nn
 from timm.layers import PatchEmbed, resample_abs_pos_embed, trunc_normal_
-from timm.models import generate_default_cfgs, register_model
+from timm.models import register_model
 from timm.models._features import feature_take_indices
 from timm.models.vision_transformer import Block
 
 from ..hub import convert_checkpoint
 from ._contract import HierarchicalBackbone, drop_path_rates
 from ._factory import create_backbone
-from ._linear_mixers import GlobalMixerBlock, fit_resolution_tables, linear_cfg, make_mixer, mixer_no_weight_decay
+from ._linear_mixers import (
+    GlobalMixerBlock,
+    fit_resolution_tables,
+    linear_cfg,
+    linear_default_cfgs,
+    make_mixer,
+    mixer_no_weight_decay,
+)
 
 __all__ = ["LinearDeiT"]
 
@@ -228,7 +235,7 @@ def _cfg(mixer: str, size: int = 224, **kwargs) -> dict:
     )  # fmt: skip
 
 
-default_cfgs = generate_default_cfgs(
+default_cfgs = linear_default_cfgs(
     {
         "vitzoo_agent_deit_t": _cfg("agent"),
         "vitzoo_agent_deit_s": _cfg("agent"),

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import trunc_normal_
-from timm.models import generate_default_cfgs, register_model
+from timm.models import register_model
 
 from ..hub import convert_checkpoint
 from ._contract import DownsampleStage, HierarchicalBackbone, drop_path_rates
@@ -33,6 +33,7 @@ from ._linear_mixers import (
     expand_attn_types,
     fit_resolution_tables,
     linear_cfg,
+    linear_default_cfgs,
     make_mixer,
     mixer_no_weight_decay,
 )
@@ -191,7 +192,7 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> LinearPVT:
     return create_backbone(LinearPVT, variant, pretrained, checkpoint_filter_fn, **kwargs)
 
 
-default_cfgs = generate_default_cfgs(
+default_cfgs = linear_default_cfgs(
     {
         **{
             f"vitzoo_{mixer}_pvt_{size}": linear_cfg(mixer, "stages.0.downsample.proj")

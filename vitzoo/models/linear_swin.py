@@ -27,7 +27,7 @@ import re
 import torch
 import torch.nn as nn
 from timm.layers import LayerNorm2d, PatchEmbed
-from timm.models import generate_default_cfgs, register_model
+from timm.models import register_model
 from timm.models.swin_transformer import SwinTransformerBlock
 
 from ..hub import convert_checkpoint
@@ -38,6 +38,7 @@ from ._linear_mixers import (
     expand_attn_types,
     fit_resolution_tables,
     linear_cfg,
+    linear_default_cfgs,
     make_mixer,
     mixer_no_weight_decay,
     swin_window_size,
@@ -152,7 +153,7 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> LinearSwin:
     return create_backbone(LinearSwin, variant, pretrained, checkpoint_filter_fn, **kwargs)
 
 
-default_cfgs = generate_default_cfgs(
+default_cfgs = linear_default_cfgs(
     {
         f"vitzoo_{mixer}_swin_{size}": linear_cfg(mixer, "stages.0.downsample.proj")
         for mixer in ("agent", "inline", "flatten")
