@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 # Pinned for this stack: torch 2.14 CPU/CUDA wheels, setuptools < 82 keeps pkg_resources for OpenMMLab.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1 setuptools==80.9.0
 
-.PHONY: demo test test-slow lint bench venv clean
+.PHONY: demo test test-slow lint bench venv mmcv-full clean
 
 $(VENV)/.core: pyproject.toml
 	test -x $(PY) || $(PY_SYS) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(VENV)/.core: pyproject.toml
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.core
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[dev,mm]'
 	# NATTEN's sdist needs the installed torch at build time, hence no build isolation.
 	$(PIP) install -q --no-build-isolation 'natten==0.21.7'
 	touch $@
@@ -41,6 +41,17 @@ lint: $(VENV)/.dev
 bench: $(VENV)/.core
 	$(PY) benchmarks/bench_models.py
 	$(PY) benchmarks/bench_resolution.py
+
+# Full mmcv 2.1.0 with its compiled CPU ops, replacing mmcv-lite (about 10-17 minutes on 2 cores). torch 2.14's
+# headers need C++20 where mmcv's setup.py asks for C++17; vitzoo.mm then uses mmcv's kernels instead of its stand-ins.
+MMCV_SRC := build/mmcv-src
+mmcv-full: $(VENV)/.dev
+	rm -rf $(MMCV_SRC) && mkdir -p $(MMCV_SRC)
+	$(PIP) download -q --no-deps --no-binary :all: mmcv==2.1.0 -d $(MMCV_SRC)
+	tar -xzf $(MMCV_SRC)/mmcv-2.1.0.tar.gz -C $(MMCV_SRC)
+	sed -i 's/-std=c++17/-std=c++20/g' $(MMCV_SRC)/mmcv-2.1.0/setup.py
+	$(PIP) uninstall -q -y mmcv-lite
+	cd $(MMCV_SRC)/mmcv-2.1.0 && MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS=2 $(abspath $(PY)) -m pip install -q --no-build-isolation .
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,27 @@
+"""OpenMMLab integration: ``custom_imports=dict(imports=['vitzoo.mm'])`` in an mmseg / mmdet / mmpretrain config.
+
+Importing this package (and only this package: ``import vitzoo`` does not) stands in for the compiled mmcv ops
+that mmcv-lite lacks (:mod:`vitzoo.mm.mmcv_compat`), then registers :class:`VitzooBackbone` in the ``MODELS``
+registry of each of mmsegmentation, mmdetection and mmpretrain that is installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from . import mmcv_compat
+
+mmcv_compat.install()
+
+from .backbone import VitzooBackbone  # noqa: E402  (after the ops stand-in: mmseg/mmdet import mmcv.ops)
+
+__all__ = ["VitzooBackbone", "REGISTERED_IN"]
+
+REGISTERED_IN: list[str] = []
+for _package in ("mmseg", "mmdet", "mmpretrain"):
+    try:
+        _registry = importlib.import_module(f"{_package}.registry").MODELS
+    except ImportError:
+        continue
+    _registry.register_module(name="VitzooBackbone", module=VitzooBackbone, force=True)
+    REGISTERED_IN.append(_package)
