@@ -7,6 +7,7 @@ activations and softmax are not, which is how the papers count "FLOPs".
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import timm
@@ -79,8 +80,13 @@ def count_activations(model: torch.nn.Module, img_size: int | tuple[int, int] = 
     return counter.count / 1e6
 
 
+@functools.cache
 def model_stats(name: str, img_size: int = 224, activations: bool = True, **kwargs) -> ModelStats:
-    """Build ``name`` on the meta device and measure it; ``activations=False`` skips that (second) traced pass."""
+    """Build ``name`` on the meta device and measure it; ``activations=False`` skips that (second) traced pass.
+
+    Cached per process (the result is immutable and a model's cost does not change while it runs): the CLI's table
+    and JSON listings and the tests ask for the same models several times.
+    """
     with torch.device("meta"):
         model = timm.create_model(name, **kwargs)
     info = model.feature_info
