@@ -134,7 +134,7 @@ def _luma(rgb: Array) -> float:
 
 
 def _upsample(low: Array, h: int, w: int) -> Array:
-    """Smooth (bilinear, smoothstep-weighted) upsampling of a small (gh, gw, c) grid to (h, w, c): smooth random fields from a few samples."""
+    """Upsample a small (gh, gw, c) grid to (h, w, c): smooth random fields from a few random samples."""
     gh, gw = low.shape[:2]
     ys = np.linspace(0, gh - 1, h)
     xs = np.linspace(0, gw - 1, w)
@@ -291,7 +291,10 @@ def _paint(rng: np.random.Generator, img: Array, alpha: Array, unit: float) -> N
     img += fill * alpha[..., None]
 
 
-def _random_shape(rng: np.random.Generator, kind: str, h: int, w: int, r_range: tuple[float, float]):
+def _random_shape(
+    rng: np.random.Generator, kind: str, h: int, w: int, r_range: tuple[float, float]
+) -> tuple[Array, Array | None]:
+    """A shape of a random size, rotation and position, wholly inside the image."""
     r = rng.uniform(*r_range)
     cx, cy = rng.uniform(r, w - r), rng.uniform(r, h - r)
     return _shape_outline(kind, cx, cy, r, rng.uniform(0, 2 * math.pi))
@@ -449,8 +452,8 @@ def _is_current(folder: Path, params: dict) -> bool:
 
 
 def _remove_stale_partials(out_dir: Path, name: str) -> None:
-    """Delete build folders left by killed runs (their process is gone); live concurrent builds are kept."""
-    for path in out_dir.glob(f".{name}.partial-*"):
+    """Delete build / swap folders left by killed runs (their process is gone); live concurrent builds are kept."""
+    for path in [*out_dir.glob(f".{name}.partial-*"), *out_dir.glob(f".{name}.old-*")]:
         try:
             os.kill(int(path.name.rsplit("-", 1)[1]), 0)
         except (ValueError, ProcessLookupError):
@@ -479,7 +482,7 @@ def _ensure(out_dir: Path, name: str, seed: int, scale: float, force: bool) -> t
         # written last: a folder without it is unfinished
         (tmp / MARKER).write_text(json.dumps({**params, "images": counts}, indent=1, sort_keys=True) + "\n")
         if final.exists():  # an outdated demo copy: swap, then delete
-            old = out_dir / f".{name}.partial-{os.getpid()}-old"
+            old = out_dir / f".{name}.old-{os.getpid()}"
             final.rename(old)
             tmp.rename(final)
             shutil.rmtree(old)

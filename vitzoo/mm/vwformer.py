@@ -113,9 +113,10 @@ class _VaryingWindowAttention(nn.Module):
                 nn.init.zeros_(self.conv_out.conv.bias)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
-        """``x``, ``context``: ``[B, E, H, W]``; window ``(i, k)`` of ``context`` holds the tokens of query window ``(i, k)``.
+        """Query map ``x`` and context map ``context``, both ``[B, E, H, W]``, to ``[B, E, H, W]``.
 
-        The projections are 1x1 convs, so applying them to whole maps equals applying them per window.
+        Window ``(i, k)`` of ``context`` holds the context tokens of query window ``(i, k)``. The projections are
+        1x1 convs, so applying them to whole maps equals applying them per window.
         """
         b, e, h, w = x.shape
         heads = self.num_heads
@@ -163,7 +164,9 @@ class VWFormerHead(BaseDecodeHead):
         if _MMSEG_MISSING is not None:
             raise ImportError("VWFormerHead needs mmsegmentation (`pip install mmsegmentation`)") from _MMSEG_MISSING
         if kwargs.setdefault("input_transform", "multiple_select") != "multiple_select":
-            raise ValueError(f"VWFormerHead: input_transform must be 'multiple_select', got {kwargs['input_transform']!r}")
+            raise ValueError(
+                f"VWFormerHead: input_transform must be 'multiple_select', got {kwargs['input_transform']!r}"
+            )
         if len(in_channels) != 4 or len(in_index) != 4:
             raise ValueError(f"VWFormerHead: needs 4 levels, got in_channels={in_channels}, in_index={in_index}")
         for r in ratios:
@@ -235,8 +238,10 @@ class VWFormerHead(BaseDecodeHead):
         x = self.linear_fuse(torch.cat(fused, dim=1))  # B, E, H2, W2
         h, w = size2
 
-        # a bilinear resize of the 1x1 pooled map is a broadcast: expand is exact and free
-        branches = [self.short_path(x), self.image_pool(x).expand(-1, -1, h, w)]
+        # a broadcast of the pooled vector, but through bilinear resize as the official head (the two differ in
+        # the last bit: the resize blends the pixel with itself)
+        pooled = F.interpolate(self.image_pool(x), size=(h, w), mode="bilinear", align_corners=self.align_corners)
+        branches = [self.short_path(x), pooled]
         hp, wp = self._padded_side(h), self._padded_side(w)
         xp = F.pad(x, (0, wp - w, 0, hp - h))  # B, E, Hp, Wp (zeros at the bottom / right, see module docstring)
         for j in range(len(self.ratios)):
