@@ -82,3 +82,51 @@ def test_runner_writes_checkpoints_atomically_and_resumes_weights_only(tmp_path)
     assert ckpt["message_hub"]["log_scalars"]["train/loss"]["log"].numel() == 8  # 2 epochs x 4 iterations
     assert not torch.equal(weights, resumed.model.w.weight)
     assert len(resumed.message_hub.get_scalar("train/loss").data[0]) == 12  # the resumed run extended the history
+
+
+def _tiny_run_options(data_root: str, work_dir: pathlib.Path, max_iters: int) -> list[str]:
+    """UPerNet + VAN-B0 on the demo set, small and deterministic enough for a test."""
+    roots = [f"{s}.dataset.data_root={data_root}" for s in ("train_dataloader", "val_dataloader", "test_dataloader")]
+    return [
+        "--work-dir", str(work_dir), "--cfg-options", *roots,
+        "model.backbone.model_name=vitzoo_van_b0", "model.decode_head.in_channels=[32,64,160,256]",
+        "model.auxiliary_head.in_channels=160",
+        f"train_cfg.max_iters={max_iters}", f"train_cfg.val_interval={max_iters}",
+        "default_hooks.checkpoint.interval=2", "default_hooks.checkpoint.max_keep_ckpts=10",
+        "train_dataloader.batch_size=2", "default_hooks.logger.interval=1",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def demo_ade(tmp_path_factory) -> str:
+    from make_demo_data import make_demo_data
+
+    out = tmp_path_factory.mktemp("demo")
+    return str(make_demo_data(out, which=("ade20k",), scale=0.1)["ade20k"])
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(demo_ade, tmp_path):
+    """Kill a real training process after its second checkpoint, resume it, and check it continues, not restarts."""
+    import json
+    import signal
+    import subprocess
+    import time
+
+    work = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "tools" / "train.py"), DEMO, *_tiny_run_options(demo_ade, work, 8)]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (work / "iter_4.pth").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (work / "iter_4.pth").is_file() and not (work / "iter_8.pth").exists()
+    assert (work / "last_checkpoint").read_text().strip().endswith(("iter_4.pth", "iter_6.pth"))
+    resumed = subprocess.run([*cmd, "--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert (work / "iter_8.pth").is_file() and not list(work.glob("*.tmp"))
+    # the resumed process trained only the iterations that were missing and then evaluated mIoU
+    logs = sorted(work.glob("*/vis_data/scalars.json"))[-1].read_text().splitlines()
+    iters = [json.loads(line)["step"] for line in logs if '"loss"' in line]
+    assert iters and min(iters) > 4 and max(iters) == 8, iters
+    assert any("mIoU" in line for line in logs)
