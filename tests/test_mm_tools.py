@@ -130,3 +130,55 @@ def test_killed_run_resumes_from_its_last_checkpoint(demo_ade, tmp_path):
     iters = [json.loads(line)["step"] for line in logs if '"loss"' in line]
     assert iters and min(iters) > 4 and max(iters) == 8, iters
     assert any("mIoU" in line for line in logs)
+
+
+DDP_CONFIG = """
+_base_ = [{demo!r}]
+norm = dict(type="GN", num_groups=8, requires_grad=True)  # per-sample statistics: no cross-rank BatchNorm effects
+model = dict(
+    backbone=dict(model_name="vitzoo_agent_pvt_t", drop_path_rate=0.0),
+    decode_head=dict(in_channels=[64, 128, 320, 512], channels=32, norm_cfg=norm, dropout_ratio=0.0),
+    auxiliary_head=None,
+)
+train_pipeline = [
+    dict(type="LoadImageFromFile"),
+    dict(type="LoadAnnotations", reduce_zero_label=True),
+    dict(type="Resize", scale=(64, 64), keep_ratio=False),
+    dict(type="PackSegInputs"),
+]
+train_dataloader = dict(
+    batch_size={batch}, sampler=dict(type="InfiniteSampler", shuffle=False),
+    dataset=dict(data_root={root!r}, pipeline=train_pipeline),
+)
+val_dataloader = dict(dataset=dict(data_root={root!r}))
+test_dataloader = val_dataloader
+train_cfg = dict(max_iters=3, val_interval=1000)
+default_hooks = dict(checkpoint=dict(interval=3), logger=dict(interval=1))
+randomness = dict(seed=0)
+"""
+
+
+def test_two_process_ddp_matches_one_process_with_the_same_total_batch(demo_ade, tmp_path):
+    """torchrun, gloo on CPU: 2 processes x batch 2 take the same three steps as 1 process x batch 4."""
+    import subprocess
+
+    states = {}
+    for name, procs, batch in (("single", 1, 4), ("ddp", 2, 2)):
+        cfg = tmp_path / f"{name}.py"
+        cfg.write_text(DDP_CONFIG.format(demo=DEMO, batch=batch, root=demo_ade))
+        work = tmp_path / name
+        train = [str(ROOT / "tools" / "train.py"), str(cfg), "--work-dir", str(work)]
+        if procs == 1:
+            cmd = [sys.executable, *train]
+        else:
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29531",
+                   *train, "--launcher", "pytorch"]  # fmt: skip
+        run = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stderr[-3000:]
+        states[name] = torch.load(work / "iter_3.pth", weights_only=True)["state_dict"]
+    moved = 0
+    for key, value in states["single"].items():
+        if value.is_floating_point():
+            torch.testing.assert_close(states["ddp"][key], value, atol=2e-5, rtol=1e-4, msg=key)
+            moved += 1
+    assert moved > 100

@@ -77,6 +77,19 @@ def _check_backbone_channels(cfg: Config) -> None:
                 )
 
 
+def init_cpu_distributed(launcher: str) -> None:
+    """Join the torchrun process group with gloo when there is no GPU.
+
+    mmengine's ``pytorch`` launcher calls ``torch.cuda.set_device`` unconditionally, which fails on a CPU machine;
+    it skips its own initialisation when a process group already exists.
+    """
+    import torch
+    import torch.distributed as dist
+
+    if launcher == "pytorch" and not torch.cuda.is_available() and not dist.is_initialized():
+        dist.init_process_group(backend="gloo")
+
+
 def load_config(path: str, options: list[str], work_dir: str | None, launcher: str) -> Config:
     """The config at ``path`` with the command-line overrides applied and checked."""
     if not osp.isfile(path):

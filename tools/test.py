@@ -14,7 +14,7 @@ import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from _mm_common import ConfigError, load_config  # noqa: E402
+from _mm_common import ConfigError, init_cpu_distributed, load_config  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     if not osp.isfile(args.checkpoint):
         raise ConfigError(f"checkpoint {args.checkpoint!r} not found")
     cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
+    init_cpu_distributed(args.launcher)
     cfg.load_from, cfg.resume = args.checkpoint, False
     from mmengine.registry import RUNNERS
 

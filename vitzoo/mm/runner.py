@@ -1,6 +1,6 @@
 """mmengine's Runner with atomic checkpoints that load with ``torch.load(weights_only=True)``.
 
-``runner_type='VitzooRunner'`` (the configs set it) changes two things:
+``runner_type='VitzooRunner'`` (the configs set it) changes three things:
 
 - **Atomic saves.** A checkpoint is written to ``<name>.tmp`` and renamed into place, so a run killed while saving
   leaves the previous checkpoint and ``last_checkpoint`` valid, never a truncated file.
@@ -8,6 +8,7 @@
   ``getattr`` on the class) and numpy arrays / scalars, which ``weights_only=True`` (torch's default since 2.6)
   refuses. Instead of switching safety off, the runner writes those as tensors and Python numbers and rebuilds the
   buffers after loading, so resume and ``load_from`` go through torch's safe loader with no allowlist at all.
+- **DDP on CPU.** ``torchrun ... --launcher pytorch`` trains with gloo on a machine without a GPU.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from mmengine.dist import master_only
 from mmengine.hooks import Hook
 from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.registry import RUNNERS
@@ -79,6 +81,20 @@ class VitzooRunner(Runner):
         super().__init__(*args, **kwargs)
         self.register_hook(_PlainCheckpointHook())
 
+    def wrap_model(self, model_wrapper_cfg, model):
+        """DDP on CPU (gloo): mmengine passes ``device_ids=[LOCAL_RANK]``, which DDP accepts only for GPU modules."""
+        if self.distributed and model_wrapper_cfg is None and not torch.cuda.is_available():
+            from mmengine.model import MMDistributedDataParallel
+
+            return MMDistributedDataParallel(
+                module=model,
+                device_ids=None,
+                broadcast_buffers=False,
+                find_unused_parameters=self.cfg.get("find_unused_parameters", False),
+            )
+        return super().wrap_model(model_wrapper_cfg, model)
+
+    @master_only  # as mmengine's: only rank 0 writes (the others have no file to rename)
     def save_checkpoint(self, out_dir: str, filename: str, *args, **kwargs) -> None:
         partial = f"{filename}.tmp"
         super().save_checkpoint(out_dir, partial, *args, **kwargs)
