@@ -182,3 +182,25 @@ def test_two_process_ddp_matches_one_process_with_the_same_total_batch(demo_ade,
             torch.testing.assert_close(states["ddp"][key], value, atol=2e-5, rtol=1e-4, msg=key)
             moved += 1
     assert moved > 100
+
+
+def test_wandb_offline_run_writes_its_files_and_no_code_snapshot(demo_ade, tmp_path):
+    """use_wandb=True with WANDB_MODE=offline: the run's wandb files are written locally, without network."""
+    import os
+    import subprocess
+
+    pytest.importorskip("wandb")
+    work = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        str(ROOT / "tools" / "train.py"),
+        DEMO,
+        *_tiny_run_options(demo_ade, work, 2),
+        "use_wandb=True",
+    ]
+    env = dict(os.environ, WANDB_MODE="offline", WANDB_DIR=str(tmp_path), WANDB_SILENT="true")
+    run = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    runs = list(work.glob("*/vis_data/wandb/offline-run-*"))
+    assert runs and list(runs[0].glob("run-*.wandb")), sorted(str(p) for p in work.rglob("*"))[:20]
+    assert not list(runs[0].rglob("code/*.py"))  # the config is logged, the source tree is not copied

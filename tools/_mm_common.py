@@ -106,4 +106,17 @@ def load_config(path: str, options: list[str], work_dir: str | None, launcher: s
     cfg.work_dir = work_dir or cfg.get("work_dir") or osp.join("work_dirs", osp.splitext(osp.basename(path))[0])
     _check_datasets(cfg)
     _check_backbone_channels(cfg)
+    if cfg.get("use_wandb"):
+        _add_wandb(cfg)
     return cfg
+
+
+def _add_wandb(cfg: Config) -> None:
+    """``use_wandb=True``: log to Weights & Biases next to the local files (project from ``wandb_project``)."""
+    backend = dict(
+        type="VitzooWandbVisBackend",
+        init_kwargs=dict(project=cfg.get("wandb_project", "vitzoo"), name=osp.basename(cfg.work_dir)),
+    )
+    visualizer = cfg.setdefault("visualizer", dict(type="Visualizer", vis_backends=[]))
+    backends = list(visualizer.get("vis_backends") or [dict(type="LocalVisBackend")])
+    visualizer["vis_backends"] = [*backends, backend]

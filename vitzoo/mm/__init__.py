@@ -17,8 +17,9 @@ mmcv_compat.install()
 from .backbone import VitzooBackbone  # noqa: E402  (after the ops stand-in: mmseg/mmdet import mmcv.ops)
 from .runner import VitzooRunner  # noqa: E402
 from .vwformer import VWFormerHead  # noqa: E402
+from .wandb_backend import VitzooWandbVisBackend  # noqa: E402
 
-__all__ = ["VitzooBackbone", "VitzooRunner", "VWFormerHead", "REGISTERED_IN"]
+__all__ = ["VitzooBackbone", "VitzooRunner", "VitzooWandbVisBackend", "VWFormerHead", "REGISTERED_IN"]
 
 REGISTERED_IN: list[str] = []
 for _package in ("mmseg", "mmdet", "mmpretrain"):
