@@ -130,6 +130,19 @@ def test_killed_run_resumes_from_its_last_checkpoint(demo_ade, tmp_path):
     iters = [json.loads(line)["step"] for line in logs if '"loss"' in line]
     assert iters and min(iters) > 4 and max(iters) == 8, iters
     assert any("mIoU" in line for line in logs)
+    # the finished checkpoint draws overlays: image | image blended with the predicted classes
+    from PIL import Image
+    from visualize import main as visualize
+
+    options = _tiny_run_options(demo_ade, work, 8)[3:]  # the --cfg-options values
+    assert (
+        visualize(
+            [DEMO, str(work / "iter_8.pth"), "--num", "1", "--out", str(tmp_path / "png"), "--cfg-options", *options]
+        )
+        == 0
+    )
+    (png,) = (tmp_path / "png").glob("*.png")
+    assert Image.open(png).size == (2 * 128, 128)
 
 
 DDP_CONFIG = """

@@ -54,7 +54,7 @@ def overlay(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: f
     """``[H, 2W, 3]`` uint8: the RGB image, then the image blended with each pixel's class colour."""
     colours = palette[labels % len(palette)]
     blended = (image * (1 - alpha) + colours * alpha).round().astype(np.uint8)
-    return np.concatenate([image, blended], axis=1)
+    return np.concatenate([image.round().astype(np.uint8), blended], axis=1)
 
 
 def main(argv: list[str] | None = None) -> int:
