@@ -9,6 +9,8 @@ import torch.nn.functional as F
 
 pytest.importorskip("mmseg", reason="the mm extra is not installed")
 
+from test_mm import segmentor_training_step  # noqa: E402
+
 import vitzoo.mm  # noqa: E402, F401  (installs the op stand-ins before mmseg imports mmcv.ops)
 from vitzoo.mm import VWFormerHead  # noqa: E402
 
@@ -147,9 +149,7 @@ def test_any_input_size_runs(image, seed):
 
 def test_trains_one_step_in_encoder_decoder(seed):
     from mmengine.config import ConfigDict
-    from mmengine.structures import PixelData
     from mmseg.registry import MODELS
-    from mmseg.structures import SegDataSample
     from mmseg.utils import register_all_modules
 
     register_all_modules(init_default_scope=True)
@@ -170,17 +170,7 @@ def test_trains_one_step_in_encoder_decoder(seed):
     model = MODELS.build(ConfigDict(cfg))
     model.init_weights()
     assert isinstance(model.decode_head, VWFormerHead)
-    samples = []
-    for _ in range(2):
-        s = SegDataSample(metainfo=dict(img_shape=(64, 96), ori_shape=(64, 96), pad_shape=(64, 96)))
-        s.gt_sem_seg = PixelData(data=torch.randint(0, 150, (1, 64, 96)))
-        samples.append(s)
-    data = model.data_preprocessor(dict(inputs=[torch.randint(0, 255, (3, 64, 96), dtype=torch.uint8)] * 2,
-                                        data_samples=samples), training=True)  # fmt: skip
-    losses = model(**data, mode="loss")
-    loss = sum(v for k, v in losses.items() if "loss" in k)
-    assert torch.isfinite(loss)
-    loss.backward()
+    segmentor_training_step(model)
     params = dict(model.decode_head.named_parameters())
     assert params and all(p.grad is not None and torch.isfinite(p.grad).all() for p in params.values())
     # the zero-initialised output BN still learns: its gradient is what lets the attention branches start
