@@ -26,7 +26,7 @@ import re
 
 import torch
 import torch.nn as nn
-from timm.layers import LayerNorm2d, PatchEmbed
+from timm.layers import LayerNorm2d
 from timm.models import register_model
 from timm.models.swin_transformer import SwinTransformerBlock
 
@@ -43,7 +43,7 @@ from ._linear_mixers import (
     mixer_no_weight_decay,
     swin_window_size,
 )
-from .swin_vsa import NCHWPatchMerging
+from .swin_vsa import swin_downsample
 
 __all__ = ["LinearSwin"]
 
@@ -88,13 +88,7 @@ class LinearSwin(HierarchicalBackbone):
         stages, self.feature_info = [], []
         for i, depth in enumerate(depths):
             dim = embed_dim * 2**i
-            if i == 0:
-                downsample = PatchEmbed(
-                    img_size=None, patch_size=4, in_chans=in_chans, embed_dim=dim, norm_layer=nn.LayerNorm,
-                    output_fmt="NHWC", strict_img_size=False, dynamic_img_pad=True,
-                )  # fmt: skip
-            else:
-                downsample = NCHWPatchMerging(dim // 2, dim)
+            downsample = swin_downsample(i, in_chans, dim)
             blocks = []
             for j in range(depth):
                 if uses_mixer[i][j]:

@@ -36,6 +36,17 @@ class NCHWPatchMerging(PatchMerging):
         return super().forward(x.permute(0, 2, 3, 1))  # B, H/2, W/2, 2C
 
 
+def swin_downsample(stage: int, in_chans: int, dim: int) -> nn.Module:
+    """Swin's stage entry, NCHW in and ``[B, H, W, dim]`` out: the 4x4 patch embedding with LayerNorm (padding inputs
+    to a multiple of 4) for stage 0, patch merging of the previous stage's ``dim // 2`` channels after that."""
+    if stage == 0:
+        return PatchEmbed(
+            img_size=None, patch_size=4, in_chans=in_chans, embed_dim=dim, norm_layer=nn.LayerNorm,
+            output_fmt="NHWC", strict_img_size=False, dynamic_img_pad=True,
+        )  # fmt: skip
+    return NCHWPatchMerging(dim // 2, dim)
+
+
 class SwinVSABlock(nn.Module):
     """Pre-norm transformer block on ``[B, H, W, C]`` with VSA as its token mixer."""
 
@@ -74,19 +85,7 @@ class SwinVSA(HierarchicalBackbone):
         stages, self.feature_info = [], []
         for i, depth in enumerate(depths):
             dim = embed_dim * 2**i
-            if i == 0:
-                downsample = PatchEmbed(
-                    img_size=None,
-                    patch_size=4,
-                    in_chans=in_chans,
-                    embed_dim=dim,
-                    norm_layer=nn.LayerNorm,
-                    output_fmt="NHWC",
-                    strict_img_size=False,
-                    dynamic_img_pad=True,
-                )
-            else:
-                downsample = NCHWPatchMerging(dim // 2, dim)
+            downsample = swin_downsample(i, in_chans, dim)
             blocks = [SwinVSABlock(dim, num_heads[i], window_size, mlp_ratio, dpr[i][j]) for j in range(depth)]
             stages.append(DownsampleStage(downsample, blocks, channels_last_blocks=True, downsample_channels_last=True))
             self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"stages.{i}"))
