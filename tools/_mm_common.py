@@ -61,9 +61,22 @@ def _check_backbone_channels(cfg: Config) -> None:
     if backbone.get("type") != "VitzooBackbone":
         return
     import timm
+    import torch
 
     out_indices = tuple(backbone.get("out_indices", (0, 1, 2, 3)))
-    info = timm.create_model(backbone["model_name"], features_only=True, out_indices=out_indices, pretrained=False)
+    kwargs = dict(backbone.get("model_kwargs") or {})
+    if backbone.get("pooled"):
+        with torch.device("meta"):  # shapes only: nothing allocated or initialised
+            width = timm.create_model(backbone["model_name"], num_classes=0, **kwargs).num_features
+        expected = (model.get("head") or {}).get("in_channels")
+        if expected is not None and expected != width:
+            raise ConfigError(
+                f"model.head.in_channels is {expected} but {backbone['model_name']}'s pooled features have {width} "
+                f"channels: set model.head.in_channels={width}"
+            )
+        return
+    with torch.device("meta"):
+        info = timm.create_model(backbone["model_name"], features_only=True, out_indices=out_indices, **kwargs)
     channels = info.feature_info.channels()
     for consumer in ("neck", "decode_head"):
         part = model.get(consumer)

@@ -3,9 +3,8 @@ _base_ = [
     "../_base_/models/upernet_vitzoo.py",
     "../_base_/datasets/ade20k_demo.py",
     "../_base_/schedules/schedule_demo.py",
-    "../_base_/default_runtime.py",
+    "../_base_/runtimes/segmentation.py",
 ]
-default_scope = "mmseg"
 norm_cfg = dict(type="BN", requires_grad=True)  # one process on CPU: no SyncBN
 model = dict(
     data_preprocessor=dict(size=(128, 128)),
@@ -13,4 +12,3 @@ model = dict(
     decode_head=dict(in_channels=[64, 128, 256, 512], channels=64, norm_cfg=norm_cfg),
     auxiliary_head=dict(in_channels=256, channels=64, norm_cfg=norm_cfg),
 )
-visualizer = dict(type="SegLocalVisualizer", vis_backends=[dict(type="LocalVisBackend")], name="visualizer")

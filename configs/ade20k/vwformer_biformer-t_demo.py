@@ -4,13 +4,11 @@ _base_ = [
     "../_base_/models/vwformer_vitzoo.py",
     "../_base_/datasets/ade20k_demo.py",
     "../_base_/schedules/schedule_demo.py",
-    "../_base_/default_runtime.py",
+    "../_base_/runtimes/segmentation.py",
 ]
-default_scope = "mmseg"
 norm_cfg = dict(type="BN", requires_grad=True)  # one process on CPU: no SyncBN
 model = dict(
     data_preprocessor=dict(size=(128, 128)),
     backbone=dict(model_name="vitzoo_biformer_t"),
     decode_head=dict(in_channels=[64, 128, 256, 512], channels=128, norm_cfg=norm_cfg),
 )
-visualizer = dict(type="SegLocalVisualizer", vis_backends=[dict(type="LocalVisBackend")], name="visualizer")

@@ -2,8 +2,9 @@
 
 Importing this package (and only this package: ``import vitzoo`` does not) stands in for the compiled mmcv ops
 that mmcv-lite lacks (:mod:`vitzoo.mm.mmcv_compat`), then registers :class:`VitzooBackbone` in the ``MODELS``
-registry of each of mmsegmentation, mmdetection and mmpretrain that is installed, and :class:`VitzooRunner`
-(atomic checkpoints that load with ``weights_only=True``) in mmengine's ``RUNNERS``.
+registry of each of mmsegmentation, mmdetection and mmpretrain that is installed, and in mmengine's root registries
+(which every codebase's registry falls back to) :class:`VitzooRunner` (atomic checkpoints that load with
+``weights_only=True``) and :class:`VitzooLayerDecayOptimWrapperConstructor` (layer-wise lr decay).
 """
 
 from __future__ import annotations
@@ -15,11 +16,19 @@ from . import mmcv_compat
 mmcv_compat.install()
 
 from .backbone import VitzooBackbone  # noqa: E402  (after the ops stand-in: mmseg/mmdet import mmcv.ops)
+from .optim import VitzooLayerDecayOptimWrapperConstructor  # noqa: E402
 from .runner import VitzooRunner  # noqa: E402
 from .vwformer import VWFormerHead  # noqa: E402
 from .wandb_backend import VitzooWandbVisBackend  # noqa: E402
 
-__all__ = ["VitzooBackbone", "VitzooRunner", "VitzooWandbVisBackend", "VWFormerHead", "REGISTERED_IN"]
+__all__ = [
+    "VitzooBackbone",
+    "VitzooLayerDecayOptimWrapperConstructor",
+    "VitzooRunner",
+    "VitzooWandbVisBackend",
+    "VWFormerHead",
+    "REGISTERED_IN",
+]
 
 REGISTERED_IN: list[str] = []
 for _package in ("mmseg", "mmdet", "mmpretrain"):
