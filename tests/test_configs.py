@@ -20,7 +20,8 @@ from mmengine.config import Config  # noqa: E402
 import vitzoo.mm  # noqa: E402
 
 CONFIGS = sorted(p for p in (ROOT / "configs").glob("*/*.py") if p.parent.name != "_base_")
-# one of each kind: UPerNet, VWFormer (layer decay), Mask R-CNN (multi-scale), RetinaNet (no paramwise), classifier (AMP)
+# one of each kind: UPerNet, VWFormer (layer decay), Mask R-CNN (multi-scale), RetinaNet (no paramwise),
+# classifier (AMP)
 ONE_OF_EACH = [
     "ade20k/upernet_agent-swin-t_8xb2-160k_ade20k-512x512.py",
     "ade20k/vwformer_biformer-s_4xb4-160k_ade20k-512x512.py",

@@ -139,7 +139,8 @@ FAMILIES: tuple[Family, ...] = (
         ImageNetRecipe(0.1, warmup_epochs=10, cooldown_epochs=10, ema_decay=0.99992),
         "ViTAE-Transformer/ViTAE-VSA Image-Classification/vitaev2_vsa/training_scripts/ViTAEv2_VSA_S.sh",
         DenseRecipe(0.2, 6e-5, 0.01, note="VSA publishes no ADE20K config; ViTAEv2-S's UPerNet recipe"),
-        "ViTAE-Transformer/ViTAE-Transformer Semantic-Segmentation/configs/vitaev2/upernet_vitaev2_s_512x512_160k_ade20k.py",
+        "ViTAE-Transformer/ViTAE-Transformer Semantic-Segmentation/configs/vitaev2/"
+        "upernet_vitaev2_s_512x512_160k_ade20k.py",
         _swin_det(0.1, "", multiscale=True),
         _swin_det(0.25, ""),
         _swin_det(0.15, ""),

@@ -34,7 +34,7 @@ def backbone_depths(backbone: VitzooBackbone) -> tuple[dict[str, int], int]:
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
 class VitzooLayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
-    """AdamW / SGD parameter groups with layer-wise lr decay over a ``VitzooBackbone`` (``paramwise_cfg.decay_rate``)."""
+    """Parameter groups with layer-wise lr decay over a ``VitzooBackbone`` (``paramwise_cfg=dict(decay_rate=r)``)."""
 
     def add_params(self, params: list[dict], module: nn.Module, **kwargs) -> None:
         rate = self.paramwise_cfg.get("decay_rate")
