@@ -273,3 +273,34 @@ def test_coco_demo_trains_mask_rcnn_and_scores_coco_metric(demo_sets, tmp_path):
     (val,) = [r for r in logs if "coco/bbox_mAP" in r]
     assert -1 <= val["coco/bbox_mAP"] <= 1 and -1 <= val["coco/segm_mAP"] <= 1
     assert (tmp_path / "run" / "epoch_1.pth").is_file()
+
+
+def test_get_flops_counts_the_whole_model_and_its_backbone_as_vitzoo_stats_does():
+    import timm
+    from get_flops import count
+
+    from vitzoo.stats import count_gmacs
+
+    result = count(str(ROOT / "configs" / "ade20k" / "vwformer_biformer-t_demo.py"), 128, 192)
+    backbone = timm.create_model("vitzoo_biformer_t", features_only=True)
+    assert result["backbone_params_m"] == pytest.approx(sum(p.numel() for p in backbone.parameters()) / 1e6, abs=1e-3)
+    assert result["backbone_gmacs"] == pytest.approx(count_gmacs(backbone, (128, 192)), abs=1e-3)
+    # the head adds its own cost; the whole model costs more than the backbone, and both scale with the input
+    assert result["params_m"] > result["backbone_params_m"] and result["gmacs"] > result["backbone_gmacs"]
+    bigger = count(str(ROOT / "configs" / "ade20k" / "vwformer_biformer-t_demo.py"), 256, 384)
+    assert bigger["gmacs"] == pytest.approx(4 * result["gmacs"], rel=0.05)
+
+
+def test_benchmark_times_predict_for_detection_and_classification(capsys):
+    import json
+
+    from benchmark import main as benchmark
+
+    for config in ("coco/mask-rcnn_van-b0_fpn_demo.py", "imagenet/van-b0_demo.py"):
+        assert benchmark([str(ROOT / "configs" / config), "--shape", "96", "128", "--iters", "2", "--warmup", "1",
+                          "--batch", "2", "--json"]) == 0  # fmt: skip
+        result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert result["shape"] == [96, 128] and result["batch"] == 2 and result["device"] == "cpu"
+        assert result["images_per_s"] > 0 and result["ms_per_image"] == pytest.approx(
+            2000 / result["images_per_s"] / 2, rel=0.01
+        )
