@@ -58,7 +58,8 @@ bench: $(VENV)/.core
 MMCV_SRC := build/mmcv-src
 mmcv-full: $(VENV)/.dev
 	rm -rf $(MMCV_SRC) && mkdir -p $(MMCV_SRC)
-	$(PIP) download -q --no-deps --no-binary :all: mmcv==2.1.0 -d $(MMCV_SRC)
+	# --no-build-isolation: the isolated build env would bring a setuptools without pkg_resources, which setup.py needs
+	$(PIP) download -q --no-deps --no-binary :all: --no-build-isolation mmcv==2.1.0 -d $(MMCV_SRC)
 	tar -xzf $(MMCV_SRC)/mmcv-2.1.0.tar.gz -C $(MMCV_SRC)
 	sed -i 's/-std=c++17/-std=c++20/g' $(MMCV_SRC)/mmcv-2.1.0/setup.py
 	$(PIP) uninstall -q -y mmcv-lite

@@ -1,5 +1,6 @@
 """OpenMMLab integration: the mmcv-lite op stand-ins and the generic backbone inside real mm models."""
 
+import importlib
 import importlib.util
 import pathlib
 
@@ -129,23 +130,57 @@ def test_frozen_stages_and_pretrained_weights(tmp_path, seed):
             torch.testing.assert_close(ours, theirs)
 
 
-def segmentor_training_step(model, size: tuple[int, int] = (64, 96)) -> dict:
-    """One loss + backward of an mmseg segmentor on two random images with random labels; returns the losses."""
+def segmentor_training_step(model, size: tuple[int, int] = (64, 96), batch: dict | None = None) -> dict:
+    """One loss + backward of an mmseg segmentor; returns the losses.
+
+    ``batch`` is a collated dataset batch (images and label maps); without it, two random images with random labels.
+    """
     from mmengine.structures import PixelData
     from mmseg.structures import SegDataSample
 
-    samples = []
-    for _ in range(2):
-        s = SegDataSample(metainfo=dict(img_shape=size, ori_shape=size, pad_shape=size))
-        s.gt_sem_seg = PixelData(data=torch.randint(0, 150, (1, *size)))
-        samples.append(s)
-    images = [torch.randint(0, 255, (3, *size), dtype=torch.uint8)] * 2
-    data = model.data_preprocessor(dict(inputs=images, data_samples=samples), training=True)
+    if batch is None:
+        samples = []
+        for _ in range(2):
+            s = SegDataSample(metainfo=dict(img_shape=size, ori_shape=size, pad_shape=size))
+            s.gt_sem_seg = PixelData(data=torch.randint(0, 150, (1, *size)))
+            samples.append(s)
+        batch = dict(inputs=[torch.randint(0, 255, (3, *size), dtype=torch.uint8)] * 2, data_samples=samples)
+    data = model.data_preprocessor(batch, training=True)
     losses = model(**data, mode="loss")
     loss = sum(v for k, v in losses.items() if "loss" in k)
     assert torch.isfinite(loss)
     loss.backward()
     return losses
+
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def demo_batches(tmp_path_factory) -> dict[str, dict]:
+    """Two training samples each from the ADE20K and COCO demo sets, through the real dataset classes and pipelines."""
+    import sys
+
+    from mmengine.config import Config
+    from mmengine.dataset import pseudo_collate
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    from make_demo_data import make_demo_data
+
+    roots = make_demo_data(tmp_path_factory.mktemp("demo"), which=("ade20k", "coco"), scale=0.05)
+    batches = {}
+    for task, base, root in (
+        ("mmseg", "ade20k_demo.py", str(roots["ade20k"])),
+        ("mmdet", "coco_instance_demo.py", str(roots["coco"]) + "/"),
+    ):
+        importlib.import_module(f"{task}.utils").register_all_modules(init_default_scope=True)
+        dataset = Config.fromfile(str(ROOT / "configs" / "_base_" / "datasets" / base)).train_dataloader.dataset
+        dataset.data_root = root
+        if task == "mmseg":  # crops of 64x96 keep the thirty steps below quick
+            dataset.pipeline[2:] = [dict(type="RandomCrop", crop_size=(64, 96)), dict(type="PackSegInputs")]
+        built = importlib.import_module(f"{task}.registry").DATASETS.build(dataset)
+        batches[task] = pseudo_collate([built[0], built[1]])
+    return batches
 
 
 def _encoder_decoder(model_name: str, channels: list[int], head: str) -> dict:
@@ -172,7 +207,7 @@ def _encoder_decoder(model_name: str, channels: list[int], head: str) -> dict:
 
 @pytest.mark.parametrize("head", ["upernet", "vwformer"])
 @pytest.mark.parametrize("name", FAMILY_MODELS)
-def test_every_family_trains_one_step_in_each_segmentor(name, head, seed):
+def test_every_family_trains_one_step_in_each_segmentor(name, head, demo_batches, seed):
     from mmengine.config import ConfigDict
     from mmseg.registry import MODELS
     from mmseg.utils import register_all_modules
@@ -181,34 +216,16 @@ def test_every_family_trains_one_step_in_each_segmentor(name, head, seed):
     channels = timm.create_model(name, features_only=True).feature_info.channels()
     model = MODELS.build(ConfigDict(_encoder_decoder(name, channels, head)))
     model.init_weights()
-    segmentor_training_step(model)
+    segmentor_training_step(model, batch=demo_batches["mmseg"])
     grads = [p.grad for p in model.backbone.parameters() if p.requires_grad]
     assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
-
-
-def _detection_sample(size: int = 128):
-    from mmdet.structures import DetDataSample
-    from mmdet.structures.mask import BitmapMasks
-    from mmengine.structures import InstanceData
-
-    sample = DetDataSample(metainfo=dict(img_shape=(size, size), ori_shape=(size, size), pad_shape=(size, size),
-                                         batch_input_shape=(size, size), scale_factor=(1.0, 1.0)))  # fmt: skip
-    masks = torch.zeros(2, size, size, dtype=torch.bool)
-    masks[0, 10:60, 20:70] = True
-    masks[1, 70:120, 50:110] = True
-    sample.gt_instances = InstanceData(
-        bboxes=torch.tensor([[20.0, 10.0, 70.0, 60.0], [50.0, 70.0, 110.0, 120.0]]),
-        labels=torch.tensor([1, 5]),
-        masks=BitmapMasks(masks.numpy(), size, size),
-    )
-    return sample
 
 
 # The hierarchical families (strides 4-32 for FPN); the DeiT hosts' single stride-16 map needs a ViTDet-style
 # simple pyramid, which no config here uses.
 @pytest.mark.parametrize("name", FAST_MODELS)
-def test_every_family_trains_one_step_in_mask_rcnn(name, seed):
-    """mmdet's Mask R-CNN (RoIAlign and NMS on the stand-in ops) around each family: one training step."""
+def test_every_family_trains_one_step_in_mask_rcnn(name, demo_batches, seed):
+    """mmdet's Mask R-CNN (RoIAlign and NMS on the stand-in ops) around each family: one step on demo images."""
     import mmdet
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
@@ -221,8 +238,9 @@ def test_every_family_trains_one_step_in_mask_rcnn(name, seed):
     cfg.neck.in_channels = timm.create_model(name, features_only=True).feature_info.channels()
     model = MODELS.build(cfg)
     model.init_weights()
-    sample = _detection_sample()
-    losses = model(torch.randn(1, 3, 128, 128), [sample], mode="loss")
+    data = model.data_preprocessor(demo_batches["mmdet"], training=True)
+    assert data["inputs"].shape[-2:] == (128, 128) and len(data["data_samples"][0].gt_instances.masks) > 0
+    losses = model(**data, mode="loss")
     total = sum(v if torch.is_tensor(v) else sum(v) for k, v in losses.items() if "loss" in k)
     assert torch.isfinite(total) and "loss_mask" in losses
     total.backward()
@@ -230,7 +248,7 @@ def test_every_family_trains_one_step_in_mask_rcnn(name, seed):
     assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
     model.eval()
     with torch.no_grad():
-        result = model(torch.randn(1, 3, 128, 128), [sample], mode="predict")[0]
+        result = model(**model.data_preprocessor(demo_batches["mmdet"], training=False), mode="predict")[0]
     assert result.pred_instances.bboxes.shape[1] == 4
 
 
