@@ -248,7 +248,7 @@ def test_imagenet_demo_trains_and_scores_accuracy_on_the_whole_val_set(demo_sets
         "train_cfg.max_epochs=1", "train_cfg.val_interval=1", "train_dataloader.batch_size=8",
         "default_hooks.logger.interval=1", "default_hooks.checkpoint.interval=1",
     ]  # fmt: skip
-    logs = _train(str(ROOT / "configs" / "imagenet" / "van-b0_demo.py"), tmp_path / "run", options, tmp_path)
+    logs = _train(str(ROOT / "configs" / "imagenet" / "biformer-t_demo.py"), tmp_path / "run", options, tmp_path)
     losses = [r["loss"] for r in logs if "loss" in r]
     assert len(losses) == 40 // 8 and all(0 < x < 10 for x in losses)  # one epoch of the 40 training images
     (top1,) = [r["accuracy/top1"] for r in logs if "accuracy/top1" in r]
@@ -296,7 +296,7 @@ def test_benchmark_times_predict_for_detection_and_classification(capsys):
 
     from benchmark import main as benchmark
 
-    for config in ("coco/mask-rcnn_van-b0_fpn_demo.py", "imagenet/van-b0_demo.py"):
+    for config in ("coco/mask-rcnn_van-b0_fpn_demo.py", "imagenet/biformer-t_demo.py"):
         assert benchmark([str(ROOT / "configs" / config), "--shape", "96", "128", "--iters", "2", "--warmup", "1",
                           "--batch", "2", "--json"]) == 0  # fmt: skip
         result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

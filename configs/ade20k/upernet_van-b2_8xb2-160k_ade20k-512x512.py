@@ -20,12 +20,4 @@ model = dict(
 train_dataloader = dict(batch_size=2)
 optim_wrapper = dict(
     optimizer=dict(lr=6e-05, weight_decay=0.01),
-    paramwise_cfg=dict(
-        _delete_=True,
-        custom_keys={
-            "absolute_pos_embed": dict(decay_mult=0.0),
-            "relative_position_bias_table": dict(decay_mult=0.0),
-            "norm": dict(decay_mult=0.0),
-        },
-    ),
 )

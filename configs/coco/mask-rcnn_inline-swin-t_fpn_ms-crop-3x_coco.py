@@ -19,12 +19,4 @@ model = dict(
 )
 optim_wrapper = dict(
     optimizer=dict(lr=0.0001, weight_decay=0.05),
-    paramwise_cfg=dict(
-        _delete_=True,
-        custom_keys={
-            "absolute_pos_embed": dict(decay_mult=0.0),
-            "relative_position_bias_table": dict(decay_mult=0.0),
-            "norm": dict(decay_mult=0.0),
-        },
-    ),
 )
