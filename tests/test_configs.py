@@ -134,3 +134,13 @@ def test_layer_decay_scales_each_backbone_stage(seed):
                 paramwise_cfg=dict(decay_rate=1.5),
             ),
         )
+
+
+def test_layer_decay_leaves_the_models_no_weight_decay_tables_undecayed():
+    """Agent-Swin-T's softmax stage lists its relative-position tables (2-D) in no_weight_decay(): decay 0."""
+    _, model, wrapper = _build("ade20k/vwformer_agent-swin-t_4xb4-160k_ade20k-512x512.py")
+    decay_of = {id(p): g["weight_decay"] for g in wrapper.optimizer.param_groups for p in g["params"]}
+    tables = [p for n, p in model.named_parameters() if n.endswith("relative_position_bias_table")]
+    assert len(tables) == 2 and all(p.ndim == 2 and decay_of[id(p)] == 0.0 for p in tables)
+    agent = [p for n, p in model.named_parameters() if n.endswith("an_bias")]
+    assert agent and all(decay_of[id(p)] == 0.05 for p in agent)  # decayed, as in the official classification code

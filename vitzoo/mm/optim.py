@@ -24,11 +24,15 @@ from .backbone import VitzooBackbone
 __all__ = ["VitzooLayerDecayOptimWrapperConstructor"]
 
 
+def _network_prefix(backbone: VitzooBackbone) -> str:
+    """Where the timm model's own parameter names start inside the backbone (the feature wrapper adds a level)."""
+    return "model." if backbone.pooled else "model.model."
+
+
 def backbone_depths(backbone: VitzooBackbone) -> tuple[dict[str, int], int]:
     """``{parameter name inside the backbone: group index}`` and the number of groups."""
-    network = backbone.network
+    network, prefix = backbone.network, _network_prefix(backbone)
     depth = group_parameters(network, network.group_matcher(coarse=False), reverse=True)
-    prefix = "model." if backbone.pooled else "model.model."
     return {prefix + name: i for name, i in depth.items()}, max(depth.values()) + 1
 
 
@@ -51,7 +55,7 @@ class VitzooLayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                 f"{type(backbone).__name__}"
             )
         depth, groups = backbone_depths(backbone)
-        no_decay = {"model." + n if backbone.pooled else "model.model." + n for n in backbone.network.no_weight_decay()}
+        no_decay = {_network_prefix(backbone) + n for n in backbone.network.no_weight_decay()}
         merged: dict[tuple[float, float], list] = {}
         for name, param in module.named_parameters():
             if not param.requires_grad:
