@@ -285,6 +285,10 @@ def _optim(recipe: DenseRecipe) -> str:
     return _optim_wrapper(lines)
 
 
+def _bases(*paths: str) -> str:
+    return "_base_ = [\n" + "".join(f'    "{p}",\n' for p in paths) + "]\n"
+
+
 def _header(title: str, source: str, note: str) -> str:
     lines = [f"# {title}", f"# Recipe: {source}."]
     if note:
@@ -303,11 +307,12 @@ def imagenet_config(fam: Family) -> tuple[str, str]:
         fam.imagenet_source,
         "",
     )
-    text += "_base_ = [\n"
-    text += '    "../_base_/models/image-classifier_vitzoo.py",\n'
-    text += f'    "{dataset}",\n'
-    text += '    "../_base_/schedules/imagenet_adamw_300e.py",\n'
-    text += '    "../_base_/runtimes/classification.py",\n]\n'
+    text += _bases(
+        "../_base_/models/image-classifier_vitzoo.py",
+        dataset,
+        "../_base_/schedules/imagenet_adamw_300e.py",
+        "../_base_/runtimes/classification.py",
+    )
     backbone = f'model_name="{fam.model}", drop_path_rate={_fmt(r.drop_path)}'
     text += f"model = dict(backbone=dict({backbone}), head=dict(in_channels={width}))\n"
     sampler = ', sampler=dict(type="RepeatAugSampler", shuffle=True)' if r.repeated_aug else ""
@@ -363,11 +368,12 @@ def _seg_config(fam: Family, head: str) -> tuple[str, str]:
         )
         batch = 4
     text = _header(title, source, note)
-    text += "_base_ = [\n"
-    text += f'    "../_base_/models/{head}_vitzoo.py",\n'
-    text += '    "../_base_/datasets/ade20k.py",\n'
-    text += '    "../_base_/schedules/schedule_160k.py",\n'
-    text += '    "../_base_/runtimes/segmentation.py",\n]\n'
+    text += _bases(
+        f"../_base_/models/{head}_vitzoo.py",
+        "../_base_/datasets/ade20k.py",
+        "../_base_/schedules/schedule_160k.py",
+        "../_base_/runtimes/segmentation.py",
+    )
     text += "model = dict(\n    data_preprocessor=dict(size=(512, 512)),\n"
     text += _backbone(model, r) + heads + ")\n"
     text += f"train_dataloader = dict(batch_size={batch})\n"
@@ -395,11 +401,12 @@ def _det_config(fam: Family, kind: str) -> tuple[str, str]:
     title = f"{label} + FPN + {host} on COCO, {schedule} ({epochs} epochs of 16 images, 8 GPUs x 2)"
     title += ", multi-scale + crop training." if multiscale else "."
     text = _header(title, fam.coco_source, r.note)
-    text += "_base_ = [\n"
-    text += f'    "../_base_/models/{detector}_vitzoo_fpn.py",\n'
-    text += f'    "{dataset}",\n'
-    text += f'    "../_base_/schedules/coco_adamw_{schedule}.py",\n'
-    text += '    "../_base_/runtimes/detection.py",\n]\n'
+    text += _bases(
+        f"../_base_/models/{detector}_vitzoo_fpn.py",
+        dataset,
+        f"../_base_/schedules/coco_adamw_{schedule}.py",
+        "../_base_/runtimes/detection.py",
+    )
     text += "model = dict(\n" + _backbone(model, r) + f"    neck=dict(in_channels={channels}),\n)\n"
     text += _optim(r)
     return f"coco/{name}", text
