@@ -3,9 +3,9 @@
     python tools/benchmark.py CONFIG [CHECKPOINT] [--shape H [W]] [--batch 1] [--iters 20] [--warmup 5]
                               [--device cpu|cuda] [--amp] [--json]
 
-Times ``predict`` (decode-head upsampling, detector post-processing and NMS included), after ``--warmup``
-untimed calls; on CUDA the device is synchronised around every call and peak memory is reported. No dataset is
-needed. Prints images/s and milliseconds per image (median over the timed calls).
+Times ``predict`` (decode-head upsampling, detector post-processing and NMS included) with the timing loop of
+``vitzoo.benchmark``: ``--warmup`` untimed calls, then every call synchronised on CUDA; peak memory on CUDA. No
+dataset is needed. Prints images/s and milliseconds per image (median over the timed calls).
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ import json
 import os.path as osp
 import statistics
 import sys
-import time
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 import torch  # noqa: E402
 from _mm_model import build_model, synthetic_batch  # noqa: E402
+
+from vitzoo.benchmark import time_steps  # noqa: E402
 
 
 def measure(
@@ -38,18 +39,12 @@ def measure(
     torch.manual_seed(0)
     cfg, model = build_model(config, checkpoint, device)
     images, samples = synthetic_batch(cfg, batch, *shape, device=device)
-    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=amp)
-    times = []
-    with torch.no_grad(), autocast:
-        for i in range(warmup + iters):
-            if device == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
+
+    def predict() -> None:
+        with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
             model(images, samples, mode="predict")
-            if device == "cuda":
-                torch.cuda.synchronize()
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
+
+    times = time_steps(predict, torch.device(device), warmup, iters, osp.basename(config), progress=False)
     seconds = statistics.median(times)
     result = dict(
         config=osp.basename(config),

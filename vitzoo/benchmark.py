@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from .stats import count_gmacs, count_params
 
-__all__ = ["benchmark_model", "environment", "percentile", "write_json_atomic", "write_text_atomic"]
+__all__ = ["benchmark_model", "environment", "percentile", "time_steps", "write_json_atomic", "write_text_atomic"]
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -113,7 +113,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _time_steps(
+def time_steps(
     step: Callable[[], None], device: torch.device, warmup: int, iters: int, desc: str, progress: bool
 ) -> list[float]:
     """Run ``step`` ``warmup`` times untimed, then ``iters`` times; return per-step seconds."""
@@ -247,7 +247,7 @@ def benchmark_model(
             with torch.inference_mode(), _autocast(device, amp):
                 runner(x)
 
-        times = _time_steps(infer_step, device, warmup, iters, f"{name} bs{batch_size} infer", progress)
+        times = time_steps(infer_step, device, warmup, iters, f"{name} bs{batch_size} infer", progress)
         result.update(_summarise("infer", times, batch_size))
 
         if train:
@@ -264,7 +264,7 @@ def benchmark_model(
                 scaler.step(optimizer)
                 scaler.update()
 
-            times = _time_steps(train_step, device, warmup, iters, f"{name} bs{batch_size} train", progress)
+            times = time_steps(train_step, device, warmup, iters, f"{name} bs{batch_size} train", progress)
             result.update(_summarise("train", times, batch_size))
         else:
             result.update(dict.fromkeys(("train_img_s", "train_ms_mean", "train_ms_p50", "train_ms_p90")))
