@@ -3,6 +3,10 @@ import os
 import pytest
 import torch
 
+# Without a GPU the Triton kernels are tested in Triton's interpreter; it must be on before any kernel is defined.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 # Keep CPU runs deterministic and within the 2-core budget.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

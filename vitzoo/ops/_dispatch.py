@@ -4,7 +4,10 @@ Each primitive (``vitzoo/ops/<op>/``) owns an :class:`OpBackends` table: an orde
 backed by a module ``vitzoo.ops.<op>.<backend>`` that is imported only when first needed. A backend module exposes
 
 * ``can_run(*args, **kwargs) -> str | None``: ``None`` when it can run these inputs, else the reason it cannot;
-* ``forward(*args, **kwargs)``: the computation, with the same signature as the public op.
+* ``forward(*args, **kwargs)``: the computation, with the same signature as the public op;
+* optionally ``can_auto_select(*args, **kwargs) -> str | None``: a further reason to pass the backend over in
+  automatic choice only (the Triton kernels run on CPU in Triton's interpreter when forced, for tests, but automatic
+  choice must never pick that).
 
 Automatic choice walks the priority list and logs (at INFO, once per distinct reason) why each skipped backend was
 refused. A backend is switched off by the environment variable ``VITZOO_DISABLE_<BACKEND>=1`` or by
@@ -113,6 +116,8 @@ class OpBackends:
             return self._module(backend).forward
         for name in self.priority:
             reason = self.why_not(name, *args, **kwargs)
+            if reason is None and hasattr(self._module(name), "can_auto_select"):
+                reason = self._module(name).can_auto_select(*args, **kwargs)
             if reason is None:
                 return self._module(name).forward
             if (name, reason) not in self._logged:

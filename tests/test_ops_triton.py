@@ -1,0 +1,144 @@
+"""Triton kernels against the reference backends: forward and backward, fresh random inputs, padded and non-square.
+
+Without a GPU the kernels run in Triton's interpreter (``TRITON_INTERPRET=1``, set in conftest), which is slow per
+program, so shapes stay small; they still cover multi-tile windows, padding, dilation, bias and masks. Every output
+buffer starts as NaN (``_triton.POISON``) so an element a kernel fails to write fails the comparison.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from vitzoo.ops import _triton, window_attention
+from vitzoo.ops._common import padded_size
+from vitzoo.ops.window import BACKENDS as WINDOW_BACKENDS
+
+ON_GPU = torch.cuda.is_available()
+DEVICE = "cuda" if ON_GPU else "cpu"
+
+
+@pytest.fixture(autouse=True)
+def poison_outputs(monkeypatch):
+    monkeypatch.setattr(_triton, "POISON", True)
+
+
+def assert_close(got, want, tol):
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert torch.isfinite(got).all(), "non-finite values: an element was left unwritten or overflowed"
+    torch.testing.assert_close(got.float(), want.float(), atol=tol, rtol=tol)
+
+
+def compare(op, inputs, grads_of, tol, **kwargs):
+    """Run ``op`` on both backends with one upstream gradient; compare outputs and the gradients of ``grads_of``."""
+    results = []
+    upstream = None
+    for backend in ("reference", "triton"):
+        out = op(*inputs, backend=backend, **kwargs)
+        upstream = torch.randn_like(out) if upstream is None else upstream
+        grads = torch.autograd.grad(out, grads_of, upstream) if grads_of else ()
+        results.append((out, grads))
+    (ref_out, ref_grads), (out, grads) = results
+    assert_close(out, ref_out, tol)
+    for got, want in zip(grads, ref_grads):
+        assert_close(got, want, tol)
+
+
+def qkv(b, h, w, heads, d, dv=None, dtype=torch.float32, grad=True):
+    tensors = [torch.randn(b, h, w, heads, size, dtype=dtype, device=DEVICE) for size in (d, d, dv or d)]
+    return [t.requires_grad_(grad) for t in tensors]
+
+
+def n_windows(h, w, window, dilation):
+    return padded_size(h, window[0] * dilation[0]) // window[0] * (padded_size(w, window[1] * dilation[1]) // window[1])
+
+
+# --- window attention ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "size, window, dilation, extras",
+    [
+        ((7, 7), (7, 7), (1, 1), "bias"),  # one Swin window, rel-pos bias with gradient
+        ((9, 11), (4, 3), (1, 1), "mask"),  # padded bottom/right, non-square, float mask
+        ((10, 13), (3, 2), (2, 3), "bias+bool"),  # dilated (CrossFormer LDA), padding-only windows, bool mask
+        ((2, 40), (1, 40), (1, 1), ""),  # a CSWin-like stripe longer than one 32-token tile
+        ((9, 9), (9, 9), (1, 1), "bias"),  # 81 tokens: two key tiles, dQ and dbias accumulated atomically
+    ],
+)
+def test_window_triton_matches_reference(seed, size, window, dilation, extras):
+    heads, n = 2, window[0] * window[1]
+    q, k, v = qkv(1, *size, heads, 8, dv=12)
+    bias = torch.randn(heads, n, n, device=DEVICE, requires_grad=True) if "bias" in extras else None
+    mask = None
+    if "mask" in extras:
+        mask = torch.randn(n_windows(*size, window, dilation), n, n, device=DEVICE)
+    elif "bool" in extras:
+        mask = torch.rand(n_windows(*size, window, dilation), n, n, device=DEVICE) > 0.3
+        mask |= torch.eye(n, dtype=torch.bool, device=DEVICE)  # every query keeps at least itself
+    grads_of = [q, k, v] + ([bias] if bias is not None else [])
+    compare(window_attention, (q, k, v, window), grads_of, 1e-4, dilation=dilation, bias=bias, mask=mask, scale=0.4)
+
+
+def test_window_triton_reads_strided_qkv_views(seed):
+    """q, k, v sliced out of one qkv projection (the models' layout) are read in place, not copied first."""
+    qkv_proj = torch.randn(1, 6, 5, 3, 2, 8, device=DEVICE, requires_grad=True)
+    q, k, v = qkv_proj.unbind(3)
+    assert not q.is_contiguous()
+    compare(window_attention, (q, k, v, (3, 5)), [qkv_proj], 1e-4)
+
+
+def test_window_triton_half_precision(seed):
+    q, k, v = qkv(1, 8, 8, 2, 16, dtype=torch.float16)
+    bias = torch.randn(2, 16, 16, device=DEVICE, requires_grad=True)
+    compare(window_attention, (q, k, v, 4), [q, k, v, bias], 2e-3, bias=bias)
+
+
+def test_window_triton_is_never_auto_selected_in_the_interpreter(seed, caplog):
+    if ON_GPU:
+        pytest.skip("on a GPU automatic choice does pick Triton")
+    q, k, v = qkv(1, 4, 4, 1, 8, grad=False)
+    assert WINDOW_BACKENDS.available(q, k, v, (2, 2))["triton"] is None  # forced, it runs
+    with caplog.at_level(logging.INFO, logger="vitzoo.ops"):
+        window_attention(q, k, v, 2)
+    assert "skipping backend 'triton'" in caplog.text and "interpreter" in caplog.text
+
+
+def test_window_triton_refuses_bfloat16_in_the_interpreter():
+    if ON_GPU:
+        pytest.skip("bfloat16 runs on a GPU")
+    q, k, v = qkv(1, 4, 4, 1, 8, dtype=torch.bfloat16, grad=False)
+    assert "bfloat16" in WINDOW_BACKENDS.available(q, k, v, (2, 2))["triton"]
+
+
+def test_window_triton_compiles_as_one_custom_op(seed):
+    q, k, v = qkv(1, 6, 6, 2, 8)
+
+    def loss(q, k, v):
+        return (window_attention(q * 2, k, v, 3, backend="triton") ** 2).sum()
+
+    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+    got = torch.autograd.grad(compiled(q, k, v), [q, k, v])
+    want = torch.autograd.grad(loss(q, k, v), [q, k, v])
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+
+
+def test_window_custom_ops_pass_torch_library_checks(seed):
+    q, k, v = qkv(1, 4, 6, 1, 8)
+    bias = torch.randn(1, 4, 4, device=DEVICE, requires_grad=True)
+    torch.library.opcheck(
+        torch.ops.vitzoo.window_attention_fwd.default,
+        (q, k, v, 2, 2, 1, 1, bias, None, 0.3),
+        test_utils=("test_schema", "test_autograd_registration", "test_faketensor"),
+    )
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-4), (torch.float16, 4e-3), (torch.bfloat16, 3e-2)])
+@pytest.mark.parametrize("size, window", [((56, 56), (7, 7)), ((56, 56), (1, 56)), ((14, 14), (14, 14))])
+def test_window_triton_on_gpu_at_model_shapes(seed, dtype, tol, size, window):
+    heads, n = 3, window[0] * window[1]
+    q, k, v = qkv(4, *size, heads, 32, dtype=dtype)
+    bias = torch.randn(heads, n, n, device=DEVICE, requires_grad=True) if n <= 64 else None
+    compare(window_attention, (q, k, v, window), [q, k, v] + ([bias] if bias is not None else []), tol, bias=bias)

@@ -1,0 +1,171 @@
+"""Triton backend of :func:`vitzoo.ops.window_attention`: fused forward and backward, no partition copies.
+
+The kernels (:mod:`vitzoo.ops._triton.window`) are wrapped as ``torch.library`` custom ops with fake
+implementations and an autograd formula, so ``torch.compile`` keeps them as single opaque calls.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import _triton
+from .._common import padded_size
+from .._triton import window as kernels
+
+MAX_HEAD_DIM = 256  # one tile holds a whole head dim
+
+
+def can_run(q, k, v, window_size, *, dilation=(1, 1), bias=None, mask=None, scale=None) -> str | None:
+    reason = _triton.device_reason(q, k, v)
+    if reason is not None:
+        return reason
+    if max(q.shape[-1], v.shape[-1]) > MAX_HEAD_DIM:
+        return f"head dims up to {MAX_HEAD_DIM} (got {q.shape[-1]} / {v.shape[-1]})"
+    if mask is not None and mask.requires_grad and torch.is_grad_enabled():
+        return "no gradient for a learned mask (masks are fixed buffers in every model)"
+    return None
+
+
+def can_auto_select(q, k, v, *args, **kwargs) -> str | None:
+    return _triton.auto_reason(q)
+
+
+def _blocks(n: int) -> tuple[int, int]:
+    size = _triton.block_size(n)
+    return size, size
+
+
+def _last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def _windows(h: int, w: int, wh: int, ww: int, dh: int, dw: int) -> tuple[int, int]:
+    rows = padded_size(h, wh * dh) // wh
+    per_row = padded_size(w, ww * dw) // ww
+    return rows * per_row, per_row
+
+
+@torch.library.custom_op("vitzoo::window_attention_fwd", mutates_args=())
+def window_attention_fwd(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    wh: int,
+    ww: int,
+    dh: int,
+    dw: int,
+    bias: torch.Tensor | None,
+    mask: torch.Tensor | None,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Output ``[B, H, W, heads, Dv]`` and the base-2 log-sum-exp of every query ``[B, H, W, heads]`` (fp32)."""
+    q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
+    b, h, w, heads, _ = q.shape
+    out = _triton.empty((b, h, w, heads, v.shape[-1]), q.dtype, q.device)
+    lse = _triton.empty((b, h, w, heads), torch.float32, q.device)
+    block_m, block_n = _blocks(wh * ww)
+    kernels.launch_forward(
+        q,
+        k,
+        v,
+        (wh, ww),
+        (dh, dw),
+        None if bias is None else bias.contiguous(),
+        None if mask is None else mask.contiguous(),
+        scale,
+        out,
+        lse,
+        _windows(h, w, wh, ww, dh, dw),
+        block_m,
+        block_n,
+        _triton.dot_precision(q.dtype),
+    )
+    return out, lse
+
+
+@window_attention_fwd.register_fake
+def _(q, k, v, wh, ww, dh, dw, bias, mask, scale):
+    b, h, w, heads, _ = q.shape
+    return q.new_empty(b, h, w, heads, v.shape[-1]), q.new_empty(b, h, w, heads, dtype=torch.float32)
+
+
+@torch.library.custom_op("vitzoo::window_attention_bwd", mutates_args=())
+def window_attention_bwd(
+    grad_out: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    wh: int,
+    ww: int,
+    dh: int,
+    dw: int,
+    bias: torch.Tensor | None,
+    mask: torch.Tensor | None,
+    scale: float,
+    bias_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of q, k, v and (when ``bias_grad``, else an empty tensor) of the bias."""
+    grad_out, q, k, v = (_last_dim_contiguous(t) for t in (grad_out, q, k, v))
+    n = wh * ww
+    delta = (grad_out.float() * out.float()).sum(-1).contiguous()  # rowsum(dO * O): the softmax backward's term
+    dq = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
+    # every real key lies in exactly one window, so the kernel writes every element of dK and dV
+    dk = _triton.empty(k.shape, torch.float32, q.device)
+    dv = _triton.empty(v.shape, torch.float32, q.device)
+    dbias = torch.zeros(q.shape[3], n, n, dtype=torch.float32, device=q.device) if bias_grad else None
+    block_m, block_n = _blocks(n)
+    kernels.launch_backward(
+        grad_out,
+        q,
+        k,
+        v,
+        lse,
+        delta,
+        (wh, ww),
+        (dh, dw),
+        None if bias is None else bias.contiguous(),
+        None if mask is None else mask.contiguous(),
+        scale,
+        (dq, dk, dv, dbias),
+        _windows(q.shape[1], q.shape[2], wh, ww, dh, dw),
+        block_m,
+        block_n,
+        _triton.dot_precision(q.dtype),
+    )
+    dbias = dbias.to(bias.dtype) if bias_grad else q.new_empty(0)
+    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dbias
+
+
+@window_attention_bwd.register_fake
+def _(grad_out, q, k, v, out, lse, wh, ww, dh, dw, bias, mask, scale, bias_grad):
+    dbias = bias.new_empty(bias.shape) if bias_grad else q.new_empty(0)
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), dbias
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, wh, ww, dh, dw, bias, mask, scale = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse, bias, mask)
+    ctx.geometry = (wh, ww, dh, dw)
+    ctx.scale = scale
+    ctx.bias_grad = bias is not None and bias.requires_grad
+
+
+def _backward(ctx, grad_out, grad_lse):
+    q, k, v, out, lse, bias, mask = ctx.saved_tensors
+    dq, dk, dv, dbias = window_attention_bwd(
+        grad_out, q, k, v, out, lse, *ctx.geometry, bias, mask, ctx.scale, ctx.bias_grad
+    )
+    return dq, dk, dv, None, None, None, None, (dbias if ctx.bias_grad else None), None, None
+
+
+window_attention_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+def forward(q, k, v, window_size, *, dilation=(1, 1), bias=None, mask=None, scale=None) -> torch.Tensor:
+    if mask is not None and mask.dtype == torch.bool:
+        mask = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill_(~mask, float("-inf"))
+    out, _ = window_attention_fwd(q, k, v, *window_size, *dilation, bias, mask, float(scale))
+    return out
