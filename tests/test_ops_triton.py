@@ -94,9 +94,10 @@ def test_window_triton_half_precision(seed):
     compare(window_attention, (q, k, v, 4), [q, k, v, bias], 2e-3, bias=bias)
 
 
-def test_window_triton_is_never_auto_selected_in_the_interpreter(seed, caplog):
+def test_window_triton_is_never_auto_selected_in_the_interpreter(seed, caplog, monkeypatch):
     if ON_GPU:
         pytest.skip("on a GPU automatic choice does pick Triton")
+    monkeypatch.setattr(WINDOW_BACKENDS, "_logged", set())  # each reason is logged once per process
     q, k, v = qkv(1, 4, 4, 1, 8, grad=False)
     assert WINDOW_BACKENDS.available(q, k, v, (2, 2))["triton"] is None  # forced, it runs
     with caplog.at_level(logging.INFO, logger="vitzoo.ops"):

@@ -63,7 +63,7 @@ def window_fwd_kernel(
     Q,
     K,
     V,
-    O,
+    OUT,
     LSE,
     BIAS,
     MASK,
@@ -153,8 +153,8 @@ def window_fwd_kernel(
         m_i = m_new
 
     out = acc / l_i[:, None]
-    o_ptr = O + b * so_b + q_row[:, None] * so_h + q_col[:, None] * so_w + head * so_n + offs_dv[None, :]
-    tl.store(o_ptr, out.to(O.dtype.element_ty), mask=q_ok[:, None] & (offs_dv[None, :] < DV))
+    o_ptr = OUT + b * so_b + q_row[:, None] * so_h + q_col[:, None] * so_w + head * so_n + offs_dv[None, :]
+    tl.store(o_ptr, out.to(OUT.dtype.element_ty), mask=q_ok[:, None] & (offs_dv[None, :] < DV))
     lse_off = ((b * H + q_row) * W + q_col) * heads + head
     tl.store(LSE + lse_off, m_i + tl.log2(l_i), mask=q_ok)
 
