@@ -12,7 +12,7 @@ import logging
 import pytest
 import torch
 
-from vitzoo.ops import _triton, window_attention
+from vitzoo.ops import _triton, region_routed_attention, window_attention
 from vitzoo.ops._common import padded_size
 from vitzoo.ops.window import BACKENDS as WINDOW_BACKENDS
 
@@ -143,3 +143,45 @@ def test_window_triton_on_gpu_at_model_shapes(seed, dtype, tol, size, window):
     q, k, v = qkv(4, *size, heads, 32, dtype=dtype)
     bias = torch.randn(heads, n, n, device=DEVICE, requires_grad=True) if n <= 64 else None
     compare(window_attention, (q, k, v, window), [q, k, v] + ([bias] if bias is not None else []), tol, bias=bias)
+
+
+# --- region-routed attention --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "size, num_regions, topk, heads",
+    [
+        ((8, 8), 2, 2, 2),  # 16-token regions, one key tile of both selected regions
+        ((8, 12), 4, 5, 1),  # 2x3 regions, five per key list: regions batched several to a tile
+        ((7, 10), 3, 4, 2),  # padded regions (map not divisible by the grid), padded keys masked
+        ((16, 16), 2, 3, 1),  # 64-token regions: several key tiles, dK/dV accumulated over query regions
+    ],
+)
+def test_routed_triton_matches_reference(seed, size, num_regions, topk, heads):
+    b, c, cv = 2, 8 * heads, 12 * heads
+    q, k, v = (torch.randn(b, *size, ch, device=DEVICE, requires_grad=True) for ch in (c, c, cv))
+    compare(region_routed_attention, (q, k, v, num_regions, topk, heads), [q, k, v], 1e-4, scale=0.3)
+
+
+def test_routed_triton_half_precision_and_strided_views(seed):
+    qkv_proj = torch.randn(1, 8, 8, 3 * 32, dtype=torch.float16, device=DEVICE, requires_grad=True)
+    q, k, v = qkv_proj.split(32, dim=-1)
+    compare(region_routed_attention, (q, k, v, 2, 3, 2), [qkv_proj], 3e-3)
+
+
+def test_routed_triton_compiles_as_one_custom_op(seed):
+    q, k, v = (torch.randn(1, 8, 8, 16, device=DEVICE, requires_grad=True) for _ in range(3))
+
+    def loss(q, k, v):
+        return (region_routed_attention(q, k, v, 2, 2, 2, backend="triton") ** 2).sum()
+
+    got = torch.autograd.grad(torch.compile(loss, fullgraph=True, backend="aot_eager")(q, k, v), [q, k, v])
+    for g, w in zip(got, torch.autograd.grad(loss(q, k, v), [q, k, v])):
+        torch.testing.assert_close(g, w)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-4), (torch.float16, 4e-3), (torch.bfloat16, 3e-2)])
+@pytest.mark.parametrize("size, topk", [((56, 56), 1), ((28, 28), 4), ((14, 14), 16), ((7, 7), 49)])
+def test_routed_triton_on_gpu_at_biformer_shapes(seed, dtype, tol, size, topk):
+    c = 64
+    q, k, v = (torch.randn(4, *size, c, dtype=dtype, device=DEVICE, requires_grad=True) for _ in range(3))
+    compare(region_routed_attention, (q, k, v, 7, topk, 2), [q, k, v], tol, scale=c**-0.5)

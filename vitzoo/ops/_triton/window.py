@@ -152,6 +152,7 @@ def window_fwd_kernel(
         acc = acc * alpha[:, None] + tl.dot(p.to(vv.dtype), vv, input_precision=PRECISION)
         m_i = m_new
 
+    l_i = tl.where(l_i == 0.0, 1.0, l_i)  # rows of padding only: never stored, kept finite
     out = acc / l_i[:, None]
     o_ptr = OUT + b * so_b + q_row[:, None] * so_h + q_col[:, None] * so_w + head * so_n + offs_dv[None, :]
     tl.store(o_ptr, out.to(OUT.dtype.element_ty), mask=q_ok[:, None] & (offs_dv[None, :] < DV))

@@ -19,7 +19,7 @@ from .._dispatch import OpBackends, check_qkv, check_same_map
 
 __all__ = ["region_routed_attention", "BACKENDS"]
 
-BACKENDS = OpBackends("region_routed_attention", __name__, ["reference"])
+BACKENDS = OpBackends("region_routed_attention", __name__, ["triton", "reference"])
 
 
 def region_routed_attention(
@@ -43,7 +43,7 @@ def region_routed_attention(
         topk: Key regions each query region attends to, ``1 <= topk <= num_regions ** 2``.
         num_heads: Heads; ``C`` and ``Cv`` must be divisible by it.
         scale: Logit scale; defaults to ``(C / num_heads) ** -0.5`` (BiFormer passes ``C ** -0.5``).
-        backend: Force a backend (``'reference'``); ``None`` chooses automatically.
+        backend: Force a backend (``'triton'`` or ``'reference'``); ``None`` chooses automatically.
 
     Returns:
         ``[B, H, W, Cv]``.

@@ -1,0 +1,268 @@
+"""Region-routed top-k attention in Triton (BiFormer): keys and values are gathered by region index in the kernel.
+
+One program owns a tile of the queries of one region for one (image, head). It walks the flattened list of its
+``topk * T`` selected key tokens (``T`` tokens per region) in tiles: key slot ``t`` is token ``t % T`` of region
+``index[b, r, t // T]``, loaded straight from the ``[B, H, W, C]`` map, so the top-k-fold copy of keys and values
+that the reference (and the official code) makes never exists. Small regions (BiFormer's stage-3 regions hold 4
+tokens) are batched several to a key tile.
+
+The backward recomputes the probabilities per key tile, keeps dQ in registers, and adds dK and dV atomically into
+fp32 buffers: a key region receives gradient from every query region that selected it.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def region_coords(region, pos, num_regions, rh, rw):
+    """Map row and column of token ``pos`` of region ``region`` (regions row-major, tokens row-major inside)."""
+    row = (region // num_regions) * rh + pos // rw
+    col = (region % num_regions) * rw + pos % rw
+    return row, col
+
+
+@triton.jit
+def selected_keys(INDEX, b, region, offs_n, n_regions, topk, tokens, num_regions, rh, rw, H, W):
+    """Coordinates of key slots ``offs_n`` of a query region, and which of them are real tokens."""
+    slot = offs_n // tokens
+    in_list = offs_n < topk * tokens
+    key_region = tl.load(INDEX + (b * n_regions + region) * topk + slot, mask=in_list, other=0)
+    row, col = region_coords(key_region, offs_n % tokens, num_regions, rh, rw)
+    return row, col, in_list & (row < H) & (col < W)
+
+
+@triton.jit
+def routed_fwd_kernel(
+    Q,
+    K,
+    V,
+    INDEX,
+    OUT,
+    LSE,
+    sq_b,
+    sq_h,
+    sq_w,
+    sk_b,
+    sk_h,
+    sk_w,
+    sv_b,
+    sv_h,
+    sv_w,
+    so_b,
+    so_h,
+    so_w,
+    heads,
+    H,
+    W,
+    num_regions,
+    rh,
+    rw,
+    topk,
+    D,
+    DV,
+    scale_log2,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_DV: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    region = tl.program_id(1)
+    bh = tl.program_id(2)
+    b = (bh // heads).to(tl.int64)
+    head = bh % heads
+    tokens = rh * rw
+    n_regions = num_regions * num_regions
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    q_row, q_col = region_coords(region, offs_m, num_regions, rh, rw)
+    q_ok = (offs_m < tokens) & (q_row < H) & (q_col < W)
+    q = tl.load(
+        Q + b * sq_b + q_row[:, None] * sq_h + q_col[:, None] * sq_w + head * D + offs_d[None, :],
+        mask=q_ok[:, None] & (offs_d[None, :] < D),
+        other=0.0,
+    )
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
+    for start_n in range(0, topk * tokens, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k_row, k_col, k_ok = selected_keys(INDEX, b, region, offs_n, n_regions, topk, tokens, num_regions, rh, rw, H, W)
+        kk = tl.load(
+            K + b * sk_b + k_row[:, None] * sk_h + k_col[:, None] * sk_w + head * D + offs_d[None, :],
+            mask=k_ok[:, None] & (offs_d[None, :] < D),
+            other=0.0,
+        )
+        vv = tl.load(
+            V + b * sv_b + k_row[:, None] * sv_h + k_col[:, None] * sv_w + head * DV + offs_dv[None, :],
+            mask=k_ok[:, None] & (offs_dv[None, :] < DV),
+            other=0.0,
+        )
+        s = tl.dot(q, tl.trans(kk), input_precision=PRECISION) * scale_log2
+        s = tl.where(k_ok[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.exp2(s - m_safe[:, None])
+        alpha = tl.exp2(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(vv.dtype), vv, input_precision=PRECISION)
+        m_i = m_new
+
+    l_i = tl.where(l_i == 0.0, 1.0, l_i)  # rows of padding only: never stored, kept finite
+    out = acc / l_i[:, None]
+    o_ptr = OUT + b * so_b + q_row[:, None] * so_h + q_col[:, None] * so_w + head * DV + offs_dv[None, :]
+    tl.store(o_ptr, out.to(OUT.dtype.element_ty), mask=q_ok[:, None] & (offs_dv[None, :] < DV))
+    tl.store(LSE + ((b * H + q_row) * W + q_col) * heads + head, m_i + tl.log2(l_i), mask=q_ok)
+
+
+@triton.jit
+def routed_bwd_kernel(
+    Q,
+    K,
+    V,
+    DO,
+    INDEX,
+    LSE,
+    DELTA,
+    DQ,
+    DK,
+    DV_OUT,
+    sq_b,
+    sq_h,
+    sq_w,
+    sk_b,
+    sk_h,
+    sk_w,
+    sv_b,
+    sv_h,
+    sv_w,
+    sdo_b,
+    sdo_h,
+    sdo_w,
+    heads,
+    H,
+    W,
+    num_regions,
+    rh,
+    rw,
+    topk,
+    D,
+    DV,
+    scale,
+    scale_log2,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_DV: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """DQ is written; DK and DV_OUT (contiguous fp32 ``[B, H, W, C | Cv]``, zeroed) are accumulated atomically."""
+    pid_m = tl.program_id(0)
+    region = tl.program_id(1)
+    bh = tl.program_id(2)
+    b = (bh // heads).to(tl.int64)
+    head = bh % heads
+    tokens = rh * rw
+    n_regions = num_regions * num_regions
+    c = heads * D
+    cv = heads * DV
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    q_row, q_col = region_coords(region, offs_m, num_regions, rh, rw)
+    q_ok = (offs_m < tokens) & (q_row < H) & (q_col < W)
+    q = tl.load(
+        Q + b * sq_b + q_row[:, None] * sq_h + q_col[:, None] * sq_w + head * D + offs_d[None, :],
+        mask=q_ok[:, None] & (offs_d[None, :] < D),
+        other=0.0,
+    )
+    do = tl.load(
+        DO + b * sdo_b + q_row[:, None] * sdo_h + q_col[:, None] * sdo_w + head * DV + offs_dv[None, :],
+        mask=q_ok[:, None] & (offs_dv[None, :] < DV),
+        other=0.0,
+    )
+    stat_off = ((b * H + q_row) * W + q_col) * heads + head
+    lse = tl.load(LSE + stat_off, mask=q_ok, other=float("inf"))  # padded queries get p = 0
+    delta = tl.load(DELTA + stat_off, mask=q_ok, other=0.0)
+
+    dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    for start_n in range(0, topk * tokens, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k_row, k_col, k_ok = selected_keys(INDEX, b, region, offs_n, n_regions, topk, tokens, num_regions, rh, rw, H, W)
+        kk = tl.load(
+            K + b * sk_b + k_row[:, None] * sk_h + k_col[:, None] * sk_w + head * D + offs_d[None, :],
+            mask=k_ok[:, None] & (offs_d[None, :] < D),
+            other=0.0,
+        )
+        vv = tl.load(
+            V + b * sv_b + k_row[:, None] * sv_h + k_col[:, None] * sv_w + head * DV + offs_dv[None, :],
+            mask=k_ok[:, None] & (offs_dv[None, :] < DV),
+            other=0.0,
+        )
+        s = tl.dot(q, tl.trans(kk), input_precision=PRECISION) * scale_log2
+        s = tl.where(k_ok[None, :], s, float("-inf"))
+        p = tl.exp2(s - lse[:, None])
+        dp = tl.dot(do, tl.trans(vv), input_precision=PRECISION)
+        ds = p * (dp - delta[:, None])
+        dq += tl.dot(ds.to(kk.dtype), kk, input_precision=PRECISION)
+        dv = tl.dot(tl.trans(p).to(do.dtype), do, input_precision=PRECISION)
+        dk = tl.dot(tl.trans(ds).to(q.dtype), q, input_precision=PRECISION) * scale
+        key_off = (b * H + k_row[:, None]) * W + k_col[:, None]
+        tl.atomic_add(DK + key_off * c + head * D + offs_d[None, :], dk, mask=k_ok[:, None] & (offs_d[None, :] < D))
+        tl.atomic_add(
+            DV_OUT + key_off * cv + head * DV + offs_dv[None, :], dv, mask=k_ok[:, None] & (offs_dv[None, :] < DV)
+        )
+
+    dq_ptr = DQ + ((b * H + q_row[:, None]) * W + q_col[:, None]) * c + head * D + offs_d[None, :]
+    tl.store(dq_ptr, dq * scale, mask=q_ok[:, None] & (offs_d[None, :] < D))
+
+
+def _meta(q, v, heads, block_m, block_n, precision):
+    d, dv = q.shape[-1] // heads, v.shape[-1] // heads
+    return (
+        d,
+        dv,
+        dict(
+            BLOCK_M=block_m,
+            BLOCK_N=block_n,
+            BLOCK_D=max(16, triton.next_power_of_2(d)),
+            BLOCK_DV=max(16, triton.next_power_of_2(dv)),
+            PRECISION=precision,
+        ),
+    )
+
+
+def launch_forward(q, k, v, index, regions, heads, scale, out, lse, blocks, precision):
+    """``regions = (num_regions, rh, rw)``; writes ``out`` ``[B, H, W, Cv]`` and ``lse`` ``[B, H, W, heads]``."""
+    b, h, w, _ = q.shape
+    num_regions, rh, rw = regions
+    d, dv, meta = _meta(q, v, heads, *blocks, precision)
+    grid = (triton.cdiv(rh * rw, blocks[0]), num_regions * num_regions, b * heads)
+    routed_fwd_kernel[grid](
+        q, k, v, index, out, lse,
+        *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],
+        heads, h, w, num_regions, rh, rw, index.shape[-1], d, dv, scale * LOG2E, **meta,
+    )  # fmt: skip
+
+
+def launch_backward(do, q, k, v, index, lse, delta, regions, heads, scale, grads, blocks, precision):
+    """``grads = (dq, dk, dv)`` fp32 buffers, dk and dv zeroed."""
+    b, h, w, _ = q.shape
+    num_regions, rh, rw = regions
+    d, dv, meta = _meta(q, v, heads, *blocks, precision)
+    grid = (triton.cdiv(rh * rw, blocks[0]), num_regions * num_regions, b * heads)
+    routed_bwd_kernel[grid](
+        q, k, v, do, index, lse, delta, *grads,
+        *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *do.stride()[:3],
+        heads, h, w, num_regions, rh, rw, index.shape[-1], d, dv, scale, scale * LOG2E, **meta,
+    )  # fmt: skip
