@@ -12,7 +12,7 @@ import logging
 import pytest
 import torch
 
-from vitzoo.ops import _triton, region_routed_attention, window_attention
+from vitzoo.ops import _triton, halo_attention, region_routed_attention, window_attention
 from vitzoo.ops._common import padded_size
 from vitzoo.ops.window import BACKENDS as WINDOW_BACKENDS
 
@@ -185,3 +185,63 @@ def test_routed_triton_on_gpu_at_biformer_shapes(seed, dtype, tol, size, topk):
     c = 64
     q, k, v = (torch.randn(4, *size, c, dtype=dtype, device=DEVICE, requires_grad=True) for _ in range(3))
     compare(region_routed_attention, (q, k, v, 7, topk, 2), [q, k, v], tol, scale=c**-0.5)
+
+
+# --- halo attention -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "size, block, halo, stride, rel, mask_padding",
+    [
+        ((8, 8), 4, 1, 1, "shared", True),  # HaloNet block/halo with shared relative tables
+        ((7, 10), 4, 2, 1, "per-head", True),  # padded map, per-head tables, two key tiles per window
+        ((8, 8), 4, 1, 2, "shared", False),  # strided queries; outside keys attend as zeros (timm HaloAttn)
+        ((6, 6), 4, 1, 1, None, True),  # no position term
+    ],
+)
+def test_halo_triton_matches_reference(seed, size, block, halo, stride, rel, mask_padding):
+    heads, d = 2, 8
+    q = torch.randn(1, -(-size[0] // stride), -(-size[1] // stride), heads, d, device=DEVICE, requires_grad=True)
+    k = torch.randn(1, *size, heads, d, device=DEVICE, requires_grad=True)
+    v = torch.randn(1, *size, heads, 12, device=DEVICE, requires_grad=True)
+    rows = 2 * (block + 2 * halo) - 1
+    table = (rows, d) if rel == "shared" else (heads, rows, d)
+    rel_pos = tuple(torch.randn(table, device=DEVICE, requires_grad=True) for _ in range(2)) if rel else None
+    compare(
+        halo_attention,
+        (q, k, v, block, halo),
+        [q, k, v, *(rel_pos or ())],
+        1e-4,
+        query_stride=stride,
+        rel_pos=rel_pos,
+        mask_padding=mask_padding,
+        scale=0.3,
+    )
+
+
+def test_halo_triton_half_precision(seed):
+    q, k, v = qkv(1, 8, 8, 2, 16, dtype=torch.float16)
+    rel_pos = tuple(torch.randn(11, 16, device=DEVICE, requires_grad=True) * 0.1 for _ in range(2))
+    compare(halo_attention, (q, k, v, 4, 1), [q, k, v], 3e-3, rel_pos=rel_pos)
+
+
+def test_halo_triton_compiles_as_one_custom_op(seed):
+    q, k, v = qkv(1, 8, 8, 1, 8)
+    rel_pos = tuple(torch.randn(11, 8, device=DEVICE, requires_grad=True) for _ in range(2))
+
+    def loss(q, k, v, rel_h, rel_w):
+        return (halo_attention(q, k, v, 4, 1, rel_pos=(rel_h, rel_w), backend="triton") ** 2).sum()
+
+    inputs = [q, k, v, *rel_pos]
+    got = torch.autograd.grad(torch.compile(loss, fullgraph=True, backend="aot_eager")(*inputs), inputs)
+    for g, w in zip(got, torch.autograd.grad(loss(*inputs), inputs)):
+        torch.testing.assert_close(g, w)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-4), (torch.float16, 4e-3), (torch.bfloat16, 3e-2)])
+@pytest.mark.parametrize("size, stride", [((64, 64), 1), ((32, 32), 2), ((16, 16), 1)])
+def test_halo_triton_on_gpu_at_halonet_shapes(seed, dtype, tol, size, stride):
+    heads, d = 4, 16
+    q = torch.randn(4, size[0] // stride, size[1] // stride, heads, d, dtype=dtype, device=DEVICE, requires_grad=True)
+    k, v = (torch.randn(4, *size, heads, d, dtype=dtype, device=DEVICE, requires_grad=True) for _ in range(2))
+    rel_pos = tuple(torch.randn(27, d, device=DEVICE, requires_grad=True) * 0.1 for _ in range(2))
+    compare(halo_attention, (q, k, v, 8, 3), [q, k, v, *rel_pos], tol, query_stride=stride, rel_pos=rel_pos)

@@ -30,7 +30,7 @@ from .._dispatch import OpBackends, check_qkv
 
 __all__ = ["halo_attention", "BACKENDS"]
 
-BACKENDS = OpBackends("halo_attention", __name__, ["reference"])
+BACKENDS = OpBackends("halo_attention", __name__, ["triton", "reference"])
 
 
 def _check(q, k, v, block_size, halo_size, query_stride, rel_pos) -> None:
@@ -82,7 +82,7 @@ def halo_attention(
         rel_pos: Optional ``(rel_h, rel_w)`` relative-position tables, see the module docstring.
         mask_padding: Mask keys outside the map (True) or let them attend as zeros (False, timm's ``HaloAttn``).
         scale: Scale of ``q . k``; defaults to ``D ** -0.5``.
-        backend: Force a backend (``'reference'``); ``None`` chooses automatically.
+        backend: Force a backend (``'triton'`` or ``'reference'``); ``None`` chooses automatically.
 
     Returns:
         ``[B, ceil(H / query_stride), ceil(W / query_stride), heads, Dv]``.
