@@ -395,6 +395,36 @@ def test_routed_bad_arguments(args, match):
         region_routed_attention(q, k, v, *args)
 
 
+@pytest.mark.parametrize("size, kernel, dilation", [((9, 11), (3, 5), 1), ((12, 10), 3, (2, 3)), ((14, 14), 7, 1)])
+def test_flex_neighborhood_forward_matches_reference(seed, size, kernel, dilation):
+    q, k, v = _qkv(2, *size, 2, 8, dv=12)
+    ref = neighborhood_attention(q, k, v, kernel, dilation=dilation, backend="reference")
+    out = neighborhood_attention(q, k, v, kernel, dilation=dilation, backend="flex")
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_flex_neighborhood_is_inference_only_on_cpu(seed):
+    q, k, v = _qkv(1, 8, 8, 2, 8, grad=True)
+    assert "no backward on CPU" in NA_BACKENDS.available(q, k, v, (3, 3), dilation=(1, 1))["flex"]
+    with torch.no_grad():
+        assert NA_BACKENDS.available(q, k, v, (3, 3), dilation=(1, 1))["flex"] is None
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 2e-4), (torch.bfloat16, 3e-2)])
+def test_flex_neighborhood_cuda_forward_backward_matches_reference(seed, dtype, tol):
+    q, k, v = (t.cuda() for t in _qkv(2, 28, 28, 2, 32, dtype=dtype))
+    for t in (q, k, v):
+        t.requires_grad_(True)
+    results = []
+    upstream = torch.randn(2, 28, 28, 2, 32, dtype=dtype, device="cuda")
+    for backend in ("flex", "reference"):
+        out = neighborhood_attention(q, k, v, 7, dilation=2, backend=backend)
+        results.append((out, torch.autograd.grad(out, (q, k, v), upstream)))
+    for got, want in zip([results[0][0], *results[0][1]], [results[1][0], *results[1][1]]):
+        torch.testing.assert_close(got.float(), want.float(), atol=tol, rtol=tol)
+
+
 # --- dispatch ----------------------------------------------------------------------------------------------------
 def test_forcing_unknown_backend_names_the_valid_ones():
     q, k, v = _qkv(1, 4, 4, 1, 4)

@@ -15,7 +15,7 @@ from .._dispatch import OpBackends, check_qkv, check_same_map
 
 __all__ = ["neighborhood_attention", "BACKENDS"]
 
-BACKENDS = OpBackends("neighborhood_attention", __name__, ["natten", "reference"])
+BACKENDS = OpBackends("neighborhood_attention", __name__, ["natten", "flex", "reference"])
 
 
 def neighborhood_attention(
@@ -37,7 +37,7 @@ def neighborhood_attention(
         kernel_size: Neighborhood height and width (odd).
         dilation: Dilation per axis.
         scale: Logit scale; defaults to ``D ** -0.5``.
-        backend: ``'natten'`` or ``'reference'``; ``None`` chooses automatically.
+        backend: ``'natten'``, ``'flex'`` or ``'reference'``; ``None`` chooses automatically.
 
     Returns:
         ``[B, H, W, heads, Dv]``.
