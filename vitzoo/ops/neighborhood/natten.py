@@ -23,5 +23,13 @@ def can_run(q, k, v, kernel_size, *, dilation=(1, 1), scale=None) -> str | None:
     return None
 
 
+def can_auto_select(q, *args, **kwargs) -> str | None:
+    if q.device.type != "cuda":
+        # NATTEN >= 0.20 runs CPU inputs through uncompiled Flex, which benchmarks/results/cpu_ops.md measures
+        # several times slower than the reference gather
+        return "NATTEN on CPU runs uncompiled Flex, slower than the reference; pass backend='natten' to use it"
+    return None
+
+
 def forward(q, k, v, kernel_size, *, dilation=(1, 1), scale=None) -> torch.Tensor:
     return natten.na2d(q, k, v, kernel_size=tuple(kernel_size), dilation=tuple(dilation), scale=scale)
