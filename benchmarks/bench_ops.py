@@ -268,7 +268,7 @@ def markdown(result: dict) -> str:
         pct = 100 * r["fwd_gb_s"] / ceil["copy_gb_s"]
         lines.append(
             f"| {r['case']} | {r['map']} | {r['impl']} | {num(r['fwd_ms'], '.3f')} | "
-            f"{r['fwd_gb_s']:.0f} ({pct:.0f}%) | {num(r['fwd_tflop_s'], '.2f')} | "
+            f"{r['fwd_gb_s']:.1f} ({pct:.0f}%) | {num(r['fwd_tflop_s'], '.3f')} | "
             f"{num(r.get('fwd_vs_official'), '.2f')} | {num(r.get('fwd_vs_sdpa_full'), '.2f')} | "
             f"{num(r.get('fwd_bwd_ms'), '.3f')} | {num(r.get('fwd_bwd_vs_official'), '.2f')} |"
         )

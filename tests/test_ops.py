@@ -425,10 +425,44 @@ def test_flex_neighborhood_cuda_forward_backward_matches_reference(seed, dtype, 
         torch.testing.assert_close(got.float(), want.float(), atol=tol, rtol=tol)
 
 
+@pytest.mark.parametrize(
+    "size, window, dilation, extras",
+    [((9, 11), (4, 3), (1, 1), "bias+mask"), ((10, 13), (3, 2), (2, 3), "bool"), ((8, 8), (8, 8), (1, 1), "")],
+)
+def test_flex_window_forward_matches_reference(seed, size, window, dilation, extras):
+    heads, n = 2, window[0] * window[1]
+    q, k, v = _qkv(2, *size, heads, 8, dv=12)
+    n_win = (
+        -(-size[0] // (window[0] * dilation[0]))
+        * dilation[0]
+        * (-(-size[1] // (window[1] * dilation[1])) * dilation[1])
+    )
+    bias = torch.randn(heads, n, n) if "bias" in extras else None
+    mask = torch.randn(n_win, n, n) if "mask" in extras else None
+    if "bool" in extras:
+        mask = (torch.rand(n_win, n, n) > 0.3) | torch.eye(n, dtype=torch.bool)
+    kwargs = dict(dilation=dilation, bias=bias, mask=mask, scale=0.4)
+    ref = window_attention(q, k, v, window, backend="reference", **kwargs)
+    torch.testing.assert_close(window_attention(q, k, v, window, backend="flex", **kwargs), ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.gpu
+def test_flex_window_cuda_forward_backward_matches_reference(seed):
+    q, k, v = (t.cuda().requires_grad_() for t in _qkv(2, 14, 14, 2, 32))
+    bias = torch.randn(2, 49, 49, device="cuda", requires_grad=True)
+    upstream = torch.randn(2, 14, 14, 2, 32, device="cuda")
+    results = []
+    for backend in ("flex", "reference"):
+        out = window_attention(q, k, v, 7, bias=bias, backend=backend)
+        results.append([out, *torch.autograd.grad(out, (q, k, v, bias), upstream)])
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, atol=2e-4, rtol=2e-4)
+
+
 # --- dispatch ----------------------------------------------------------------------------------------------------
 def test_forcing_unknown_backend_names_the_valid_ones():
     q, k, v = _qkv(1, 4, 4, 1, 4)
-    with pytest.raises(BackendUnavailable, match=r"unknown backend 'cudnn'.*\['triton', 'reference'\]"):
+    with pytest.raises(BackendUnavailable, match=r"unknown backend 'cudnn'.*\['triton', 'flex', 'reference'\]"):
         window_attention(q, k, v, 2, backend="cudnn")
 
 

@@ -34,7 +34,7 @@ from .._dispatch import OpBackends, check_qkv, check_same_map
 
 __all__ = ["window_attention", "BACKENDS"]
 
-BACKENDS = OpBackends("window_attention", __name__, ["triton", "reference"])
+BACKENDS = OpBackends("window_attention", __name__, ["triton", "flex", "reference"])
 
 
 def window_attention(
@@ -61,7 +61,7 @@ def window_attention(
         mask: Optional per-window mask ``[nW, N, N]``, additive float or bool (``True`` = attend), ``nW`` the
             number of windows of the padded map (see the module docstring for their order).
         scale: Logit scale; defaults to ``D ** -0.5``.
-        backend: Force a backend (``'triton'`` or ``'reference'``); ``None`` chooses automatically.
+        backend: Force a backend (``'triton'``, ``'flex'`` or ``'reference'``); ``None`` chooses automatically.
 
     Returns:
         ``[B, H, W, heads, Dv]``.
