@@ -18,15 +18,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import statistics
-import time
 from pathlib import Path
 
 import timm
 import torch
 
 import vitzoo  # noqa: F401  (registers the vitzoo_* models)
-from vitzoo.benchmark import environment, write_json_atomic, write_text_atomic
+from vitzoo.benchmark import environment, median_ms, write_json_atomic, write_text_atomic
 from vitzoo.ops import use_backend
 
 FAMILIES = [
@@ -66,24 +64,6 @@ def parse_setting(text: str) -> dict:
     }
 
 
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def _median_ms(fn, device: str, iters: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
-
-
 def measure(name: str, size: int, setting: dict, args) -> dict:
     torch.manual_seed(0)
     device = args.device
@@ -100,7 +80,7 @@ def measure(name: str, size: int, setting: dict, args) -> dict:
             runner(x)
 
     model.eval()
-    row["infer_img_s"] = round(args.batch * 1000 / _median_ms(infer, device, args.iters, args.warmup), 1)
+    row["infer_img_s"] = round(args.batch * 1000 / median_ms(infer, device, args.iters, args.warmup), 1)
     if args.no_train:
         return row
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -115,7 +95,7 @@ def measure(name: str, size: int, setting: dict, args) -> dict:
     model.train()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    row["train_img_s"] = round(args.batch * 1000 / _median_ms(train_step, device, args.iters, args.warmup), 1)
+    row["train_img_s"] = round(args.batch * 1000 / median_ms(train_step, device, args.iters, args.warmup), 1)
     if device == "cuda":
         row["train_peak_mib"] = round(torch.cuda.max_memory_allocated() / 2**20)
     return row

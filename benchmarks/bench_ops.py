@@ -22,9 +22,7 @@ to ``--out-dir``.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +32,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).parent))
 import official_ops  # noqa: E402
 
-from vitzoo.benchmark import environment, write_json_atomic, write_text_atomic  # noqa: E402
+from vitzoo.benchmark import environment, median_ms, write_json_atomic, write_text_atomic  # noqa: E402
 from vitzoo.ops import (  # noqa: E402
     BackendUnavailable,
     halo_attention,
@@ -156,24 +154,6 @@ def implementations(case: Case, q, k, v, tables) -> dict:
 
     impls["sdpa_full"] = sdpa_full
     return impls
-
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def median_ms(fn, device: str, iters: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def measure_ceilings(device: str, dtype: torch.dtype) -> dict:

@@ -365,10 +365,10 @@ def render(card: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--check", action="store_true", help="exit 1 if a committed card is stale")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     bench = _load("cpu_models.json").get("results", [])
     parity = _load("official_parity.json").get("results", {})
     by_size = _load("cpu_resolution.json").get("results", [])

@@ -52,10 +52,10 @@ def render(text: str) -> str:
     return f"{head}{START}\n{build_table()}\n{END}{tail}"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--check", action="store_true", help="exit 1 if README.md's table is out of date")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     current = README.read_text()
     fresh = render(current)
     if args.check:

@@ -39,7 +39,15 @@ from tqdm import tqdm
 
 from .stats import count_gmacs, count_params
 
-__all__ = ["benchmark_model", "environment", "percentile", "time_steps", "write_json_atomic", "write_text_atomic"]
+__all__ = [
+    "benchmark_model",
+    "environment",
+    "median_ms",
+    "percentile",
+    "time_steps",
+    "write_json_atomic",
+    "write_text_atomic",
+]
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -127,6 +135,12 @@ def time_steps(
         _sync(device)
         times.append(time.perf_counter() - start)
     return times
+
+
+def median_ms(step: Callable[[], None], device: str | torch.device, iters: int, warmup: int) -> float:
+    """Median milliseconds of ``step`` over ``iters`` synchronised runs after ``warmup`` untimed ones."""
+    times = time_steps(step, torch.device(device), warmup, iters, desc="", progress=False)
+    return percentile(times, 50) * 1e3
 
 
 def _summarise(prefix: str, times: list[float], batch_size: int) -> dict:

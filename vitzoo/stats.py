@@ -80,13 +80,19 @@ def count_activations(model: torch.nn.Module, img_size: int | tuple[int, int] = 
     return counter.count / 1e6
 
 
-@functools.cache
 def model_stats(name: str, img_size: int = 224, activations: bool = True, **kwargs) -> ModelStats:
     """Build ``name`` on the meta device and measure it; ``activations=False`` skips that (second) traced pass.
 
     Cached per process (the result is immutable and a model's cost does not change while it runs): the CLI's table
-    and JSON listings and the tests ask for the same models several times.
+    and JSON listings, the doc generators and the tests ask for the same models several times. The cache key is
+    normalised, so ``model_stats(n)`` and ``model_stats(n, img_size=224)`` share one entry.
     """
+    return _model_stats(name, img_size, activations, tuple(sorted(kwargs.items())))
+
+
+@functools.cache
+def _model_stats(name: str, img_size: int, activations: bool, kwargs: tuple) -> ModelStats:
+    kwargs = dict(kwargs)
     with torch.device("meta"):
         model = timm.create_model(name, **kwargs)
     info = model.feature_info

@@ -16,10 +16,12 @@ def rope_2d_tables(
     """
     if head_dim % 4:
         raise ValueError(f"2-D RoPE needs a head dim divisible by 4, got {head_dim}")
-    freqs = 1.0 / 10000 ** torch.linspace(0, 1, head_dim // 4, device=device, dtype=torch.float32)
+    # angles in float32 at least (half-precision angles of large positions are far off), float64 when asked for
+    work = torch.promote_types(dtype, torch.float32)
+    freqs = 1.0 / 10000 ** torch.linspace(0, 1, head_dim // 4, device=device, dtype=work)
     freqs = freqs.repeat_interleave(2)  # head_dim / 2: a0, a0, a1, a1, ...
-    rows = torch.arange(h, device=device, dtype=torch.float32)[:, None] * freqs  # h, head_dim / 2
-    cols = torch.arange(w, device=device, dtype=torch.float32)[:, None] * freqs  # w, head_dim / 2
+    rows = torch.arange(h, device=device, dtype=work)[:, None] * freqs  # h, head_dim / 2
+    cols = torch.arange(w, device=device, dtype=work)[:, None] * freqs  # w, head_dim / 2
     angles = torch.cat((rows[:, None, :].expand(h, w, -1), cols[None, :, :].expand(h, w, -1)), dim=-1).reshape(
         h * w, head_dim
     )

@@ -56,6 +56,11 @@ def auto_reason(*tensors: torch.Tensor | None) -> str | None:
     return None
 
 
+def last_dim_contiguous(t: torch.Tensor | None) -> torch.Tensor | None:
+    """The kernels index the last dim with unit stride; anything else (rare: views of q, k, v keep it) is copied."""
+    return t if t is None or t.stride(-1) == 1 else t.contiguous()
+
+
 def block_size(n: int, low: int = 16, high: int = 64) -> int:
     """The power of two >= ``n`` clamped to ``[low, high]``: tile sides must be powers of two and >= 16 for dot."""
     size = low

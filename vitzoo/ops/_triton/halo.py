@@ -16,6 +16,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from .tiles import finish_softmax, load_rows, online_softmax_step, softmax_backward
+
 LOG2E = 1.4426950408889634
 
 
@@ -75,11 +77,7 @@ def halo_fwd_kernel(
     q_row = block_row * bq + qy
     q_col = block_col * bq + qx
     q_ok = (offs_m < bq * bq) & (q_row < HQ) & (q_col < WQ)
-    q = tl.load(
-        Q + b * sq_b + q_row[:, None] * sq_h + q_col[:, None] * sq_w + head * sq_n + offs_d[None, :],
-        mask=q_ok[:, None] & (offs_d[None, :] < D),
-        other=0.0,
-    )
+    q = load_rows(Q, b * sq_b + q_row * sq_h + q_col * sq_w + head * sq_n, offs_d, q_ok, D)
     qh = tl.zeros([BLOCK_M, BLOCK_R], tl.float32)
     qw = tl.zeros([BLOCK_M, BLOCK_R], tl.float32)
     if HAS_REL:
@@ -99,31 +97,16 @@ def halo_fwd_kernel(
         ky, kx, k_row, k_col, inside, attend = halo_keys(
             block_row, block_col, offs_n, win, block, halo, H, W, MASK_PADDING
         )
-        kk = tl.load(
-            K + b * sk_b + k_row[:, None] * sk_h + k_col[:, None] * sk_w + head * sk_n + offs_d[None, :],
-            mask=inside[:, None] & (offs_d[None, :] < D),
-            other=0.0,
-        )
-        vv = tl.load(
-            V + b * sv_b + k_row[:, None] * sv_h + k_col[:, None] * sv_w + head * sv_n + offs_dv[None, :],
-            mask=inside[:, None] & (offs_dv[None, :] < DV),
-            other=0.0,
-        )
+        kk = load_rows(K, b * sk_b + k_row * sk_h + k_col * sk_w + head * sk_n, offs_d, inside, D)
+        vv = load_rows(V, b * sv_b + k_row * sv_h + k_col * sv_w + head * sv_n, offs_dv, inside, DV)
         s = halo_logits(q, kk, qh, qw, ky, kx, qy, qx, attend, stride, halo, win, scale_log2, PRECISION, HAS_REL,
                         BLOCK_R)  # fmt: skip
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.exp2(s - m_safe[:, None])
-        alpha = tl.exp2(m_i - m_safe)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(vv.dtype), vv, input_precision=PRECISION)
-        m_i = m_new
+        m_i, l_i, acc = online_softmax_step(s, m_i, l_i, acc, vv, PRECISION)
 
-    l_i = tl.where(l_i == 0.0, 1.0, l_i)  # rows past the block: never stored, kept finite
-    out = acc / l_i[:, None]
+    out, lse = finish_softmax(acc, m_i, l_i)
     o_ptr = OUT + b * so_b + q_row[:, None] * so_h + q_col[:, None] * so_w + head * so_n + offs_dv[None, :]
     tl.store(o_ptr, out.to(OUT.dtype.element_ty), mask=q_ok[:, None] & (offs_dv[None, :] < DV))
-    tl.store(LSE + ((b * HQ + q_row) * WQ + q_col) * heads + head, m_i + tl.log2(l_i), mask=q_ok)
+    tl.store(LSE + ((b * HQ + q_row) * WQ + q_col) * heads + head, lse, mask=q_ok)
 
 
 @triton.jit
@@ -153,16 +136,8 @@ def halo_bwd_kernel(
     q_row = block_row * bq + qy
     q_col = block_col * bq + qx
     q_ok = (offs_m < bq * bq) & (q_row < HQ) & (q_col < WQ)
-    q = tl.load(
-        Q + b * sq_b + q_row[:, None] * sq_h + q_col[:, None] * sq_w + head * sq_n + offs_d[None, :],
-        mask=q_ok[:, None] & (offs_d[None, :] < D),
-        other=0.0,
-    )
-    do = tl.load(
-        DO + b * sdo_b + q_row[:, None] * sdo_h + q_col[:, None] * sdo_w + head * sdo_n + offs_dv[None, :],
-        mask=q_ok[:, None] & (offs_dv[None, :] < DV),
-        other=0.0,
-    )
+    q = load_rows(Q, b * sq_b + q_row * sq_h + q_col * sq_w + head * sq_n, offs_d, q_ok, D)
+    do = load_rows(DO, b * sdo_b + q_row * sdo_h + q_col * sdo_w + head * sdo_n, offs_dv, q_ok, DV)
     stat_off = ((b * HQ + q_row) * WQ + q_col) * heads + head
     lse = tl.load(LSE + stat_off, mask=q_ok, other=float("inf"))  # padded queries get p = 0
     delta = tl.load(DELTA + stat_off, mask=q_ok, other=0.0)
@@ -189,21 +164,11 @@ def halo_bwd_kernel(
         ky, kx, k_row, k_col, inside, attend = halo_keys(
             block_row, block_col, offs_n, win, block, halo, H, W, MASK_PADDING
         )
-        kk = tl.load(
-            K + b * sk_b + k_row[:, None] * sk_h + k_col[:, None] * sk_w + head * sk_n + offs_d[None, :],
-            mask=inside[:, None] & (offs_d[None, :] < D),
-            other=0.0,
-        )
-        vv = tl.load(
-            V + b * sv_b + k_row[:, None] * sv_h + k_col[:, None] * sv_w + head * sv_n + offs_dv[None, :],
-            mask=inside[:, None] & (offs_dv[None, :] < DV),
-            other=0.0,
-        )
+        kk = load_rows(K, b * sk_b + k_row * sk_h + k_col * sk_w + head * sk_n, offs_d, inside, D)
+        vv = load_rows(V, b * sv_b + k_row * sv_h + k_col * sv_w + head * sv_n, offs_dv, inside, DV)
         s = halo_logits(q, kk, qh, qw, ky, kx, qy, qx, attend, stride, halo, win, scale_log2, PRECISION, HAS_REL,
                         BLOCK_R)  # fmt: skip
-        p = tl.exp2(s - lse[:, None])
-        dp = tl.dot(do, tl.trans(vv), input_precision=PRECISION)
-        ds = p * (dp - delta[:, None])
+        p, ds = softmax_backward(s, lse, delta, do, vv, PRECISION)
         dq += tl.dot(ds.to(kk.dtype), kk, input_precision=PRECISION) * scale
         dk = tl.dot(tl.trans(ds).to(q.dtype), q, input_precision=PRECISION) * scale
         dv = tl.dot(tl.trans(p).to(do.dtype), do, input_precision=PRECISION)

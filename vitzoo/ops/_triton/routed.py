@@ -15,6 +15,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from .tiles import finish_softmax, load_rows, online_softmax_step, softmax_backward
+
 LOG2E = 1.4426950408889634
 
 
@@ -85,11 +87,7 @@ def routed_fwd_kernel(
     offs_dv = tl.arange(0, BLOCK_DV)
     q_row, q_col = region_coords(region, offs_m, num_regions, rh, rw)
     q_ok = (offs_m < tokens) & (q_row < H) & (q_col < W)
-    q = tl.load(
-        Q + b * sq_b + q_row[:, None] * sq_h + q_col[:, None] * sq_w + head * D + offs_d[None, :],
-        mask=q_ok[:, None] & (offs_d[None, :] < D),
-        other=0.0,
-    )
+    q = load_rows(Q, b * sq_b + q_row * sq_h + q_col * sq_w + head * D, offs_d, q_ok, D)
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
@@ -97,31 +95,16 @@ def routed_fwd_kernel(
     for start_n in range(0, topk * tokens, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         k_row, k_col, k_ok = selected_keys(INDEX, b, region, offs_n, n_regions, topk, tokens, num_regions, rh, rw, H, W)
-        kk = tl.load(
-            K + b * sk_b + k_row[:, None] * sk_h + k_col[:, None] * sk_w + head * D + offs_d[None, :],
-            mask=k_ok[:, None] & (offs_d[None, :] < D),
-            other=0.0,
-        )
-        vv = tl.load(
-            V + b * sv_b + k_row[:, None] * sv_h + k_col[:, None] * sv_w + head * DV + offs_dv[None, :],
-            mask=k_ok[:, None] & (offs_dv[None, :] < DV),
-            other=0.0,
-        )
+        kk = load_rows(K, b * sk_b + k_row * sk_h + k_col * sk_w + head * D, offs_d, k_ok, D)
+        vv = load_rows(V, b * sv_b + k_row * sv_h + k_col * sv_w + head * DV, offs_dv, k_ok, DV)
         s = tl.dot(q, tl.trans(kk), input_precision=PRECISION) * scale_log2
         s = tl.where(k_ok[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.exp2(s - m_safe[:, None])
-        alpha = tl.exp2(m_i - m_safe)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(vv.dtype), vv, input_precision=PRECISION)
-        m_i = m_new
+        m_i, l_i, acc = online_softmax_step(s, m_i, l_i, acc, vv, PRECISION)
 
-    l_i = tl.where(l_i == 0.0, 1.0, l_i)  # rows of padding only: never stored, kept finite
-    out = acc / l_i[:, None]
+    out, lse = finish_softmax(acc, m_i, l_i)
     o_ptr = OUT + b * so_b + q_row[:, None] * so_h + q_col[:, None] * so_w + head * DV + offs_dv[None, :]
     tl.store(o_ptr, out.to(OUT.dtype.element_ty), mask=q_ok[:, None] & (offs_dv[None, :] < DV))
-    tl.store(LSE + ((b * H + q_row) * W + q_col) * heads + head, m_i + tl.log2(l_i), mask=q_ok)
+    tl.store(LSE + ((b * H + q_row) * W + q_col) * heads + head, lse, mask=q_ok)
 
 
 @triton.jit
@@ -181,16 +164,8 @@ def routed_bwd_kernel(
     offs_dv = tl.arange(0, BLOCK_DV)
     q_row, q_col = region_coords(region, offs_m, num_regions, rh, rw)
     q_ok = (offs_m < tokens) & (q_row < H) & (q_col < W)
-    q = tl.load(
-        Q + b * sq_b + q_row[:, None] * sq_h + q_col[:, None] * sq_w + head * D + offs_d[None, :],
-        mask=q_ok[:, None] & (offs_d[None, :] < D),
-        other=0.0,
-    )
-    do = tl.load(
-        DO + b * sdo_b + q_row[:, None] * sdo_h + q_col[:, None] * sdo_w + head * DV + offs_dv[None, :],
-        mask=q_ok[:, None] & (offs_dv[None, :] < DV),
-        other=0.0,
-    )
+    q = load_rows(Q, b * sq_b + q_row * sq_h + q_col * sq_w + head * D, offs_d, q_ok, D)
+    do = load_rows(DO, b * sdo_b + q_row * sdo_h + q_col * sdo_w + head * DV, offs_dv, q_ok, DV)
     stat_off = ((b * H + q_row) * W + q_col) * heads + head
     lse = tl.load(LSE + stat_off, mask=q_ok, other=float("inf"))  # padded queries get p = 0
     delta = tl.load(DELTA + stat_off, mask=q_ok, other=0.0)
@@ -199,21 +174,11 @@ def routed_bwd_kernel(
     for start_n in range(0, topk * tokens, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         k_row, k_col, k_ok = selected_keys(INDEX, b, region, offs_n, n_regions, topk, tokens, num_regions, rh, rw, H, W)
-        kk = tl.load(
-            K + b * sk_b + k_row[:, None] * sk_h + k_col[:, None] * sk_w + head * D + offs_d[None, :],
-            mask=k_ok[:, None] & (offs_d[None, :] < D),
-            other=0.0,
-        )
-        vv = tl.load(
-            V + b * sv_b + k_row[:, None] * sv_h + k_col[:, None] * sv_w + head * DV + offs_dv[None, :],
-            mask=k_ok[:, None] & (offs_dv[None, :] < DV),
-            other=0.0,
-        )
+        kk = load_rows(K, b * sk_b + k_row * sk_h + k_col * sk_w + head * D, offs_d, k_ok, D)
+        vv = load_rows(V, b * sv_b + k_row * sv_h + k_col * sv_w + head * DV, offs_dv, k_ok, DV)
         s = tl.dot(q, tl.trans(kk), input_precision=PRECISION) * scale_log2
         s = tl.where(k_ok[None, :], s, float("-inf"))
-        p = tl.exp2(s - lse[:, None])
-        dp = tl.dot(do, tl.trans(vv), input_precision=PRECISION)
-        ds = p * (dp - delta[:, None])
+        p, ds = softmax_backward(s, lse, delta, do, vv, PRECISION)
         dq += tl.dot(ds.to(kk.dtype), kk, input_precision=PRECISION)
         dv = tl.dot(tl.trans(p).to(do.dtype), do, input_precision=PRECISION)
         dk = tl.dot(tl.trans(ds).to(q.dtype), q, input_precision=PRECISION) * scale

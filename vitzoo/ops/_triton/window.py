@@ -16,6 +16,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from .tiles import finish_softmax, load_rows, online_softmax_step, softmax_backward
+
 LOG2E = 1.4426950408889634
 
 
@@ -115,8 +117,7 @@ def window_fwd_kernel(
     offs_dv = tl.arange(0, BLOCK_DV)
     q_row, q_col = token_coords(win, offs_m, wh, ww, dh, dw, windows_per_row)
     q_ok = (offs_m < N) & (q_row < H) & (q_col < W)
-    q_ptr = Q + b * sq_b + q_row[:, None] * sq_h + q_col[:, None] * sq_w + head * sq_n + offs_d[None, :]
-    q = tl.load(q_ptr, mask=q_ok[:, None] & (offs_d[None, :] < D), other=0.0)
+    q = load_rows(Q, b * sq_b + q_row * sq_h + q_col * sq_w + head * sq_n, offs_d, q_ok, D)
 
     # a window of padding only (possible with dilation) attends unmasked, as the reference does
     row0, col0 = token_coords(win, 0, wh, ww, dh, dw, windows_per_row)
@@ -131,33 +132,18 @@ def window_fwd_kernel(
         k_real = (k_row < H) & (k_col < W)
         k_load = (offs_n < N) & k_real
         k_ok = (offs_n < N) & (k_real | window_empty)
-        kk = tl.load(
-            K + b * sk_b + k_row[:, None] * sk_h + k_col[:, None] * sk_w + head * sk_n + offs_d[None, :],
-            mask=k_load[:, None] & (offs_d[None, :] < D),
-            other=0.0,
-        )
-        vv = tl.load(
-            V + b * sv_b + k_row[:, None] * sv_h + k_col[:, None] * sv_w + head * sv_n + offs_dv[None, :],
-            mask=k_load[:, None] & (offs_dv[None, :] < DV),
-            other=0.0,
-        )
+        kk = load_rows(K, b * sk_b + k_row * sk_h + k_col * sk_w + head * sk_n, offs_d, k_load, D)
+        vv = load_rows(V, b * sv_b + k_row * sv_h + k_col * sv_w + head * sv_n, offs_dv, k_load, DV)
         s = window_logits(
             q, kk, win, head, offs_m, offs_n, k_ok, BIAS, MASK, N, scale_log2, HAS_BIAS, HAS_MASK, PRECISION
         )
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows masked so far: keep exp2 finite
-        p = tl.exp2(s - m_safe[:, None])
-        alpha = tl.exp2(m_i - m_safe)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(vv.dtype), vv, input_precision=PRECISION)
-        m_i = m_new
+        m_i, l_i, acc = online_softmax_step(s, m_i, l_i, acc, vv, PRECISION)
 
-    l_i = tl.where(l_i == 0.0, 1.0, l_i)  # rows of padding only: never stored, kept finite
-    out = acc / l_i[:, None]
+    out, lse = finish_softmax(acc, m_i, l_i)
     o_ptr = OUT + b * so_b + q_row[:, None] * so_h + q_col[:, None] * so_w + head * so_n + offs_dv[None, :]
     tl.store(o_ptr, out.to(OUT.dtype.element_ty), mask=q_ok[:, None] & (offs_dv[None, :] < DV))
     lse_off = ((b * H + q_row) * W + q_col) * heads + head
-    tl.store(LSE + lse_off, m_i + tl.log2(l_i), mask=q_ok)
+    tl.store(LSE + lse_off, lse, mask=q_ok)
 
 
 @triton.jit
@@ -233,32 +219,16 @@ def window_bwd_kernel(
     k_real = (k_row < H) & (k_col < W)
     k_load = (offs_n < N) & k_real
     k_ok = (offs_n < N) & (k_real | window_empty)
-    kk = tl.load(
-        K + b * sk_b + k_row[:, None] * sk_h + k_col[:, None] * sk_w + head * sk_n + offs_d[None, :],
-        mask=k_load[:, None] & (offs_d[None, :] < D),
-        other=0.0,
-    )
-    vv = tl.load(
-        V + b * sv_b + k_row[:, None] * sv_h + k_col[:, None] * sv_w + head * sv_n + offs_dv[None, :],
-        mask=k_load[:, None] & (offs_dv[None, :] < DV),
-        other=0.0,
-    )
+    kk = load_rows(K, b * sk_b + k_row * sk_h + k_col * sk_w + head * sk_n, offs_d, k_load, D)
+    vv = load_rows(V, b * sv_b + k_row * sv_h + k_col * sv_w + head * sv_n, offs_dv, k_load, DV)
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_DV], tl.float32)
     for start_m in range(0, N, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
         q_row, q_col = token_coords(win, offs_m, wh, ww, dh, dw, windows_per_row)
         q_ok = (offs_m < N) & (q_row < H) & (q_col < W)
-        q = tl.load(
-            Q + b * sq_b + q_row[:, None] * sq_h + q_col[:, None] * sq_w + head * sq_n + offs_d[None, :],
-            mask=q_ok[:, None] & (offs_d[None, :] < D),
-            other=0.0,
-        )
-        do = tl.load(
-            DO + b * sdo_b + q_row[:, None] * sdo_h + q_col[:, None] * sdo_w + head * sdo_n + offs_dv[None, :],
-            mask=q_ok[:, None] & (offs_dv[None, :] < DV),
-            other=0.0,
-        )
+        q = load_rows(Q, b * sq_b + q_row * sq_h + q_col * sq_w + head * sq_n, offs_d, q_ok, D)
+        do = load_rows(DO, b * sdo_b + q_row * sdo_h + q_col * sdo_w + head * sdo_n, offs_dv, q_ok, DV)
         stat_off = ((b * H + q_row) * W + q_col) * heads + head
         lse = tl.load(LSE + stat_off, mask=q_ok, other=float("inf"))  # padded queries get p = 0
         delta = tl.load(DELTA + stat_off, mask=q_ok, other=0.0)
@@ -266,10 +236,8 @@ def window_bwd_kernel(
         s = window_logits(
             q, kk, win, head, offs_m, offs_n, k_ok, BIAS, MASK, N, scale_log2, HAS_BIAS, HAS_MASK, PRECISION
         )
-        p = tl.exp2(s - lse[:, None])
+        p, ds = softmax_backward(s, lse, delta, do, vv, PRECISION)  # ds: gradient of the natural-log logits
         dv += tl.dot(tl.trans(p).to(do.dtype), do, input_precision=PRECISION)
-        dp = tl.dot(do, tl.trans(vv), input_precision=PRECISION)
-        ds = p * (dp - delta[:, None])  # gradient of the natural-log logits
         dk += tl.dot(tl.trans(ds).to(q.dtype), q, input_precision=PRECISION)
         dq = tl.dot(ds.to(kk.dtype), kk, input_precision=PRECISION) * scale
         dq_ptr = DQ + (((b * H + q_row[:, None]) * W + q_col[:, None]) * heads + head) * D + offs_d[None, :]

@@ -32,10 +32,6 @@ def can_auto_select(q, *args, **kwargs) -> str | None:
     return _triton.auto_reason(q)
 
 
-def _last_dim_contiguous(t: torch.Tensor | None) -> torch.Tensor | None:
-    return t if t is None or t.stride(-1) == 1 else t.contiguous()
-
-
 def _geometry(k: torch.Tensor, block: int, halo: int, stride: int) -> tuple[int, int, int, int, int]:
     h, w = k.shape[1:3]
     return block, halo, stride, padded_size(h, block) // block, padded_size(w, block) // block
@@ -60,7 +56,7 @@ def halo_attention_fwd(
     scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Output ``[B, Hq, Wq, heads, Dv]`` and the base-2 log-sum-exp per query ``[B, Hq, Wq, heads]`` (fp32)."""
-    q, k, v, rel_h, rel_w = (_last_dim_contiguous(t) for t in (q, k, v, rel_h, rel_w))
+    q, k, v, rel_h, rel_w = (_triton.last_dim_contiguous(t) for t in (q, k, v, rel_h, rel_w))
     b, hq, wq, heads, _ = q.shape
     out = _triton.empty((b, hq, wq, heads, v.shape[-1]), q.dtype, q.device)
     lse = _triton.empty((b, hq, wq, heads), torch.float32, q.device)
@@ -103,7 +99,7 @@ def halo_attention_bwd(
     scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients of q, k, v, rel_h, rel_w (the last two empty without tables)."""
-    grad_out, q, k, v, rel_h, rel_w = (_last_dim_contiguous(t) for t in (grad_out, q, k, v, rel_h, rel_w))
+    grad_out, q, k, v, rel_h, rel_w = (_triton.last_dim_contiguous(t) for t in (grad_out, q, k, v, rel_h, rel_w))
     delta = (grad_out.float() * out.float()).sum(-1).contiguous()  # rowsum(dO * O): the softmax backward's term
     dq = _triton.empty(q.shape, torch.float32, q.device)
     dk = torch.zeros(k.shape, dtype=torch.float32, device=q.device)  # haloed windows overlap: accumulated

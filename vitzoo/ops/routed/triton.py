@@ -29,10 +29,6 @@ def can_auto_select(q, *args, **kwargs) -> str | None:
     return _triton.auto_reason(q)
 
 
-def _last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:
-    return t if t.stride(-1) == 1 else t.contiguous()
-
-
 def _blocks(tokens: int, topk: int) -> tuple[int, int]:
     # a query tile covers one region; a key tile may batch several small regions
     return _triton.block_size(tokens), _triton.block_size(tokens * topk)
@@ -49,7 +45,7 @@ def region_routed_attention_fwd(
     scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Output ``[B, H, W, Cv]`` and the base-2 log-sum-exp per query and head ``[B, H, W, heads]`` (fp32)."""
-    q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
+    q, k, v = (_triton.last_dim_contiguous(t) for t in (q, k, v))
     b, h, w, _ = q.shape
     rh, rw = region_size(h, w, num_regions)
     out = _triton.empty((b, h, w, v.shape[-1]), q.dtype, q.device)
@@ -89,7 +85,7 @@ def region_routed_attention_bwd(
     num_heads: int,
     scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    grad_out, q, k, v = (_last_dim_contiguous(t) for t in (grad_out, q, k, v))
+    grad_out, q, k, v = (_triton.last_dim_contiguous(t) for t in (grad_out, q, k, v))
     b, h, w, _ = q.shape
     rh, rw = region_size(h, w, num_regions)
     per_head = (grad_out.float() * out.float()).unflatten(-1, (num_heads, -1))

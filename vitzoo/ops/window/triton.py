@@ -26,17 +26,17 @@ def can_run(q, k, v, window_size, *, dilation=(1, 1), bias=None, mask=None, scal
     return None
 
 
-def can_auto_select(q, k, v, *args, **kwargs) -> str | None:
-    return _triton.auto_reason(q)
+def can_auto_select(q, k, v, window_size, *, dilation=(1, 1), bias=None, mask=None, scale=None) -> str | None:
+    reason = _triton.auto_reason(q)
+    if reason is None and tuple(window_size) == tuple(q.shape[1:3]) and bias is None and mask is None:
+        # one window covering the whole map is plain attention: the reference hands it to SDPA's flash kernels
+        return "a single unmasked window over the whole map is plain attention, which SDPA runs best"
+    return reason
 
 
 def _blocks(n: int) -> tuple[int, int]:
     size = _triton.block_size(n)
     return size, size
-
-
-def _last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:
-    return t if t.stride(-1) == 1 else t.contiguous()
 
 
 def _windows(h: int, w: int, wh: int, ww: int, dh: int, dw: int) -> tuple[int, int]:
@@ -59,7 +59,7 @@ def window_attention_fwd(
     scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Output ``[B, H, W, heads, Dv]`` and the base-2 log-sum-exp of every query ``[B, H, W, heads]`` (fp32)."""
-    q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
+    q, k, v = (_triton.last_dim_contiguous(t) for t in (q, k, v))
     b, h, w, heads, _ = q.shape
     out = _triton.empty((b, h, w, heads, v.shape[-1]), q.dtype, q.device)
     lse = _triton.empty((b, h, w, heads), torch.float32, q.device)
@@ -107,7 +107,7 @@ def window_attention_bwd(
     bias_grad: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients of q, k, v and (when ``bias_grad``, else an empty tensor) of the bias."""
-    grad_out, q, k, v = (_last_dim_contiguous(t) for t in (grad_out, q, k, v))
+    grad_out, q, k, v = (_triton.last_dim_contiguous(t) for t in (grad_out, q, k, v))
     n = wh * ww
     delta = (grad_out.float() * out.float()).sum(-1).contiguous()  # rowsum(dO * O): the softmax backward's term
     dq = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
