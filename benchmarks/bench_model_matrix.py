@@ -10,7 +10,7 @@ autocast, and ``-cl`` for channels_last inputs and weights. For each setting and
 of ``--iters`` after ``--warmup`` untimed calls (which absorb compilation), and the training step's peak memory on
 CUDA. vitzoo models run once per ``--backends`` entry: ``auto`` (the op layer's automatic choice: Triton kernels on
 CUDA) and ``reference`` (every op forced to plain PyTorch), so the ratio of the two is what the fused kernels buy in
-the whole model. Writes ``<device>_model_matrix.json`` and ``.md`` to ``--out-dir``.
+the whole model. Writes ``<device>_model_matrix.json``, ``.md`` and ``.png`` to ``--out-dir``.
 """
 
 from __future__ import annotations
@@ -140,6 +140,37 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot(result: dict, path: Path) -> None:
+    """Inference (and training) images/s per model, one bar per backend choice, one panel per setting and phase."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in result["rows"] if "error" not in r]
+    settings = list(dict.fromkeys(r["setting"] for r in rows))
+    phases = [p for p in ("infer_img_s", "train_img_s") if any(p in r for r in rows)]
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    size = (7 * len(phases), 0.3 * len(labels) * len(settings) + 2)
+    fig, axes = plt.subplots(len(settings), len(phases), figsize=size, squeeze=False)
+    for i, setting in enumerate(settings):
+        for j, phase in enumerate(phases):
+            ax = axes[i][j]
+            for k, backends in enumerate(("auto", "reference")):
+                values = [
+                    next((r.get(phase, 0) for r in rows if r["setting"] == setting and r["label"] == label
+                          and r["backends"] == backends), 0)
+                    for label in labels
+                ]  # fmt: skip
+                ax.barh([y + 0.4 * k for y in range(len(labels))], values, height=0.4, label=backends)
+            ax.set_yticks([y + 0.2 for y in range(len(labels))], labels, fontsize=7)
+            ax.set_title(f"{setting}: {phase.replace('_img_s', '')} img/s")
+            ax.legend(fontsize=7)
+    fig.suptitle(f"{result['environment']['device_name']}, batch {result['batch']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -178,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.out_dir / f"{tag}_model_matrix.json", result)
     write_text_atomic(args.out_dir / f"{tag}_model_matrix.md", markdown(result))
-    print(f"wrote {args.out_dir}/{tag}_model_matrix.{{json,md}}")
+    plot(result, args.out_dir / f"{tag}_model_matrix.png")
+    print(f"wrote {args.out_dir}/{tag}_model_matrix.{{json,md,png}}")
     return 0
 
 

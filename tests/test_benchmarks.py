@@ -64,5 +64,6 @@ def test_bench_model_matrix_compares_backends_and_rejects_bad_settings(tmp_path,
         ("convnext_tiny", "auto"),
     ]
     assert all(r["infer_img_s"] > 0 for r in rows)
+    assert (tmp_path / "cpu_model_matrix.png").stat().st_size > 0
     with pytest.raises(SystemExit):
         bench_model_matrix.main(["--settings", "jit-fp16"])
