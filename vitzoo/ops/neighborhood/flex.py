@@ -9,27 +9,19 @@ Block masks depend only on the map size, kernel, dilation and device, and are bu
 from __future__ import annotations
 
 import functools
-import warnings
 
 import torch
-from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
+from torch.nn.attention.flex_attention import BlockMask, create_block_mask
 
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+from .._flex import flex_auto_reason, flex_reason, run_flex
 
 
 def can_run(q, k, v, kernel_size, *, dilation=(1, 1), scale=None) -> str | None:
-    if q.dtype not in _DTYPES:
-        return f"dtype {q.dtype} not supported (supports {_DTYPES})"
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
-    if q.device.type == "cpu" and needs_grad:
-        return "FlexAttention has no backward on CPU"
-    return None
+    return flex_reason(q, q, k, v)
 
 
 def can_auto_select(q, *args, **kwargs) -> str | None:
-    if q.device.type != "cuda":
-        return "FlexAttention is unfused on CPU (it materialises the scores); pass backend='flex' to use it"
-    return None
+    return flex_auto_reason(q)
 
 
 def _axis_in_window(q_pos, k_pos, length: int, kernel: int, dilation: int):
@@ -54,20 +46,10 @@ def neighborhood_block_mask(h: int, w: int, kernel: tuple, dilation: tuple, devi
     return create_block_mask(mask_mod, None, None, h * w, h * w, device=device)
 
 
-@functools.cache
-def _compiled_flex():
-    return torch.compile(flex_attention, dynamic=False)
-
-
 def forward(q, k, v, kernel_size, *, dilation=(1, 1), scale=None) -> torch.Tensor:
     b, h, w, heads, d = q.shape
     block_mask = neighborhood_block_mask(h, w, tuple(kernel_size), tuple(dilation), str(q.device))
     # [B, H, W, heads, D] -> [B, heads, H*W, D] as a view
     qf, kf, vf = (t.reshape(b, h * w, heads, t.shape[-1]).transpose(1, 2) for t in (q, k, v))
-    if q.device.type == "cuda":
-        out = _compiled_flex()(qf, kf, vf, block_mask=block_mask, scale=scale)  # B, heads, H*W, Dv
-    else:
-        with warnings.catch_warnings():  # the module docstring states that uncompiled Flex is unfused
-            warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
-            out = flex_attention(qf, kf, vf, block_mask=block_mask, scale=scale)
+    out = run_flex(qf, kf, vf, block_mask=block_mask, scale=scale)  # B, heads, H*W, Dv
     return out.transpose(1, 2).reshape(b, h, w, heads, v.shape[-1])

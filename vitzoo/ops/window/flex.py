@@ -11,32 +11,24 @@ kernel rather than a rival (see ``benchmarks/results``).
 from __future__ import annotations
 
 import functools
-import warnings
 
 import torch
-from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
+from torch.nn.attention.flex_attention import BlockMask, create_block_mask
 
 from .._common import padded_size
-
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+from .._flex import flex_auto_reason, flex_reason, run_flex
 
 
 def can_run(q, k, v, window_size, *, dilation=(1, 1), bias=None, mask=None, scale=None) -> str | None:
-    if q.dtype not in _DTYPES:
-        return f"dtype {q.dtype} not supported (supports {_DTYPES})"
-    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, bias, mask))
-    if q.device.type == "cpu" and needs_grad:
-        return "FlexAttention has no backward on CPU"
-    if mask is not None and mask.requires_grad and needs_grad:
+    reason = flex_reason(q, q, k, v, bias, mask)
+    if reason is None and mask is not None and mask.requires_grad and torch.is_grad_enabled():
         return "no gradient for a learned mask"
-    return None
+    return reason
 
 
 def can_auto_select(q, *args, **kwargs) -> str | None:
-    if q.device.type != "cuda":
-        return "FlexAttention is unfused on CPU (it materialises the scores); pass backend='flex' to use it"
     # the Triton kernel is listed first; Flex is chosen automatically only where Triton cannot run
-    return None
+    return flex_auto_reason(q)
 
 
 def _window_of(row, col, wh, ww, dh, dw, windows_per_row):
@@ -61,11 +53,6 @@ def window_block_mask(h: int, w: int, window: tuple, dilation: tuple, device: st
     return create_block_mask(mask_mod, None, None, h * w, h * w, device=device)
 
 
-@functools.cache
-def _compiled_flex():
-    return torch.compile(flex_attention, dynamic=False)
-
-
 def forward(q, k, v, window_size, *, dilation=(1, 1), bias=None, mask=None, scale=None) -> torch.Tensor:
     b, h, w, heads, _ = q.shape
     wh, ww = window_size
@@ -87,10 +74,5 @@ def forward(q, k, v, window_size, *, dilation=(1, 1), bias=None, mask=None, scal
 
     block_mask = window_block_mask(h, w, (wh, ww), (dh, dw), str(q.device))
     qf, kf, vf = (t.reshape(b, h * w, heads, t.shape[-1]).transpose(1, 2) for t in (q, k, v))  # B, heads, HW, D
-    if q.device.type == "cuda":
-        out = _compiled_flex()(qf, kf, vf, score_mod=score_mod, block_mask=block_mask, scale=scale)
-    else:
-        with warnings.catch_warnings():  # the module docstring states that uncompiled Flex is unfused
-            warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
-            out = flex_attention(qf, kf, vf, score_mod=score_mod, block_mask=block_mask, scale=scale)
+    out = run_flex(qf, kf, vf, block_mask=block_mask, score_mod=score_mod, scale=scale)
     return out.transpose(1, 2).reshape(b, h, w, heads, v.shape[-1])
