@@ -128,11 +128,12 @@ def test_window_triton_compiles_as_one_custom_op(seed):
 def test_window_custom_ops_pass_torch_library_checks(seed):
     q, k, v = qkv(1, 4, 6, 1, 8)
     bias = torch.randn(1, 4, 4, device=DEVICE, requires_grad=True)
-    torch.library.opcheck(
-        torch.ops.vitzoo.window_attention_fwd.default,
-        (q, k, v, 2, 2, 1, 1, bias, None, 0.3),
-        test_utils=("test_schema", "test_autograd_registration", "test_faketensor"),
-    )
+    for shift in ((0, 0), (1, 1)):
+        torch.library.opcheck(
+            torch.ops.vitzoo.window_attention_fwd.default,
+            (q, k, v, 2, 2, 1, 1, *shift, bias, None, 0.3),
+            test_utils=("test_schema", "test_autograd_registration", "test_faketensor"),
+        )
 
 
 @pytest.mark.gpu

@@ -18,6 +18,7 @@ its reason. The ``reference`` backend can never be disabled: it is the specifica
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import logging
 import os
@@ -71,6 +72,30 @@ def use_backend(backend: str | None) -> Iterator[None]:
         _state.preferred = previous
 
 
+@dataclasses.dataclass
+class OpCall:
+    """One call of a 2-D attention op, as :func:`record_calls` saw it (the tensors themselves, not copies)."""
+
+    op_name: str
+    args: tuple
+    kwargs: dict
+
+
+@contextlib.contextmanager
+def record_calls() -> Iterator[list[OpCall]]:
+    """Collect every op call made inside the ``with`` block in this thread (they still run as usual).
+
+    With a model on the meta device this lists the exact inputs its attention ops see at a given image size, at no
+    compute cost: :mod:`vitzoo.kernel_launches` turns them into the Triton launches the model would make on a GPU.
+    """
+    previous = getattr(_state, "calls", None)
+    _state.calls = []
+    try:
+        yield _state.calls
+    finally:
+        _state.calls = previous
+
+
 class OpBackends:
     """The ordered backends of one op and the logic that picks one of them."""
 
@@ -106,6 +131,9 @@ class OpBackends:
 
     def choose(self, *args: Any, backend: str | None = None, **kwargs: Any) -> Callable[..., Any]:
         """Return the ``forward`` of the requested backend, or of the first one that can run these inputs."""
+        calls = getattr(_state, "calls", None)
+        if calls is not None:
+            calls.append(OpCall(self.op_name, args, kwargs))
         if backend is None:
             preferred = getattr(_state, "preferred", None)
             backend = preferred if preferred in self.priority else None

@@ -7,12 +7,17 @@ but exact enough to test every kernel in CPU CI.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 
 try:
-    import triton  # noqa: F401
+    import triton
 except ImportError as e:  # triton ships with Linux CUDA builds of torch; elsewhere the backends report this
     raise ImportError("triton is not installed") from e
 
@@ -30,7 +35,7 @@ def device_reason(*tensors: torch.Tensor | None) -> str | None:
     dtype, device = real[0].dtype, real[0].device
     if dtype not in DTYPES:
         return f"dtype {dtype} not supported (supports {', '.join(str(d) for d in DTYPES)})"
-    if device.type == "cuda":
+    if device.type == "cuda" or (device.type == "meta" and recording()):
         return None
     if device.type == "cpu" and interpreting():
         # the interpreter runs kernels through numpy, which has no bfloat16: results would be garbage
@@ -70,5 +75,121 @@ def block_size(n: int, low: int = 16, high: int = 64) -> int:
 
 
 def dot_precision(dtype: torch.dtype) -> str:
-    """fp32 inputs use full-precision dot products (no TF32) so results match the reference to fp32 accuracy."""
-    return "ieee" if dtype == torch.float32 else "tf32"
+    """fp32 inputs use three-pass TF32 dot products (tensor cores, about fp32 accuracy) so results match the
+    reference to fp32 accuracy; plain "ieee" dots run on the FMA units and spill at every useful tile size."""
+    return "tf32x3" if dtype == torch.float32 else "tf32"
+
+
+@dataclasses.dataclass
+class Launch:
+    """One kernel launch as a wrapper makes it: the ``@triton.jit`` kernel, its grid, arguments and options."""
+
+    kernel: Any
+    grid: tuple[int, ...]
+    args: tuple
+    kwargs: dict
+
+
+_recorder = threading.local()
+
+
+def recording() -> bool:
+    """True inside :func:`record_launches`."""
+    return getattr(_recorder, "launches", None) is not None
+
+
+@contextlib.contextmanager
+def record_launches() -> Iterator[list[Launch]]:
+    """Record the launches the wrappers make instead of running them (the wrappers then accept meta tensors).
+
+    This is how the launches of real model shapes are compiled ahead of time for GPU targets
+    (:mod:`vitzoo.ops._triton.aot`) on a machine without one: the configuration compiled is the one a launch picks.
+    """
+    previous = getattr(_recorder, "launches", None)
+    _recorder.launches = []
+    try:
+        yield _recorder.launches
+    finally:
+        _recorder.launches = previous
+
+
+def launch(kernel: Callable, grid: tuple[int, ...], *args: Any, **kwargs: Any) -> None:
+    """``kernel[grid](*args, **kwargs)``, or its record inside :func:`record_launches`."""
+    if recording():
+        _recorder.launches.append(Launch(kernel, tuple(grid), args, kwargs))
+        return
+    kernel[grid](*args, **kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class TileConfig:
+    """How one kernel launch is tiled: query and key tile sizes, warps per program and software-pipeline stages."""
+
+    block_m: int
+    block_n: int
+    num_warps: int
+    num_stages: int
+
+    def options(self) -> dict[str, int]:
+        return dict(BLOCK_M=self.block_m, BLOCK_N=self.block_n, num_warps=self.num_warps, num_stages=self.num_stages)
+
+
+def head_block(*dims: int) -> int:
+    """The tile width that holds a whole head dim (a power of two, at least 16 for ``tl.dot``)."""
+    return max(16, triton.next_power_of_2(max(dims)))
+
+
+def element_bytes(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def _meta_like(x: Any) -> Any:
+    if isinstance(x, tuple):
+        return tuple(_meta_like(y) for y in x)
+    if isinstance(x, torch.Tensor):
+        return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device="meta").requires_grad_(x.requires_grad)
+    return x
+
+
+_verdicts: dict[tuple, str | None] = {}
+
+
+def resources_reason(record: Callable[..., None], *args: Any, **kwargs: Any) -> str | None:
+    """Why the launches that ``record(*args, **kwargs)`` makes (forward and backward) cannot run on this GPU.
+
+    Each launch is compiled for the current device (Triton's ``warmup``: compiled and cached, not run) and checked
+    against what the device allows, so a configuration over its shared memory or thread limit sends the op to the
+    next backend instead of failing at launch. ``None`` off CUDA (the interpreter has no limits) and when all fit.
+    """
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    if not tensors or tensors[0].device.type != "cuda" or recording():
+        return None
+    meta_args = tuple(_meta_like(a) for a in args)
+    meta_kwargs = {k: _meta_like(v) for k, v in kwargs.items()}
+    with record_launches() as launches:
+        record(*meta_args, **meta_kwargs)
+    device = tensors[0].device.index if tensors[0].device.index is not None else torch.cuda.current_device()
+    for rec in launches:
+        key = (device, rec.kernel.fn.__name__, _signature(rec.args), tuple(sorted(rec.kwargs.items())))
+        if key not in _verdicts:
+            _verdicts[key] = _compile_reason(rec, device)
+        if _verdicts[key] is not None:
+            return _verdicts[key]
+    return None
+
+
+def _signature(args: tuple) -> tuple:
+    return tuple(str(a.dtype) if isinstance(a, torch.Tensor) else type(a).__name__ for a in args)
+
+
+def _compile_reason(rec: Launch, device: int) -> str | None:
+    from triton.runtime.errors import OutOfResources
+
+    mock = tuple(a.dtype if isinstance(a, torch.Tensor) else a for a in rec.args)  # warmup takes dtypes for tensors
+    with torch.cuda.device(device):
+        try:
+            compiled = rec.kernel.warmup(*mock, grid=rec.grid, **rec.kwargs)
+            compiled._init_handles()  # loads the binary: raises when the device cannot hold the launch
+        except OutOfResources as e:
+            return f"{rec.kernel.fn.__name__} {rec.kwargs} does not fit this GPU: {e}"
+    return None

@@ -13,12 +13,34 @@ reaches table row ``r`` from query ``m`` sums ``dS[m, n]`` over the keys of one 
 
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
 
+from . import TileConfig, block_size, head_block, launch
 from .tiles import finish_softmax, load_rows, online_softmax_step, softmax_backward
 
 LOG2E = 1.4426950408889634
+# map sizes and counts are not specialised on (== 1, multiple of 16): one compiled kernel serves every map size
+DREL_SLOTS = 16  # partial copies of the relative-table gradients, to spread the atomics of a launch
+
+SHAPE_ARGS = [
+    "drel_slots",
+    "drel_slot_stride",
+    "rel_head_stride",
+    "heads",
+    "H",
+    "W",
+    "HQ",
+    "WQ",
+    "block",
+    "halo",
+    "bq",
+    "blocks_per_row",
+    "D",
+    "DV",
+    "R",
+]
 
 
 @triton.jit
@@ -52,7 +74,7 @@ def halo_logits(q, kk, qh, qw, ky, kx, qy, qx, attend, stride, halo, win, scale_
     return tl.where(attend[None, :], s, float("-inf"))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=SHAPE_ARGS)
 def halo_fwd_kernel(
     Q, K, V, REL_H, REL_W, OUT, LSE,
     sq_b, sq_h, sq_w, sq_n, sk_b, sk_h, sk_w, sk_n, sv_b, sv_h, sv_w, sv_n, so_b, so_h, so_w, so_n,
@@ -109,11 +131,12 @@ def halo_fwd_kernel(
     tl.store(LSE + ((b * HQ + q_row) * WQ + q_col) * heads + head, lse, mask=q_ok)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=SHAPE_ARGS)
 def halo_bwd_kernel(
     Q, K, V, DO, REL_H, REL_W, LSE, DELTA, DQ, DK, DV_OUT, DREL_H, DREL_W,
     sq_b, sq_h, sq_w, sq_n, sk_b, sk_h, sk_w, sk_n, sv_b, sv_h, sv_w, sv_n, sdo_b, sdo_h, sdo_w, sdo_n,
-    rel_head_stride, heads, H, W, HQ, WQ, block, halo, stride, bq, blocks_per_row, D, DV, R, scale, scale_log2,
+    rel_head_stride, drel_slots, drel_slot_stride, heads, H, W, HQ, WQ, block, halo, stride, bq, blocks_per_row,
+    D, DV, R, scale, scale_log2,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_WIN: tl.constexpr, HAS_REL: tl.constexpr, MASK_PADDING: tl.constexpr,
     PRECISION: tl.constexpr,
@@ -173,15 +196,24 @@ def halo_bwd_kernel(
         dk = tl.dot(tl.trans(ds).to(q.dtype), q, input_precision=PRECISION) * scale
         dv = tl.dot(tl.trans(p).to(do.dtype), do, input_precision=PRECISION)
         key_off = ((b * H + k_row[:, None]) * W + k_col[:, None]) * heads + head
-        tl.atomic_add(DK + key_off * D + offs_d[None, :], dk, mask=inside[:, None] & (offs_d[None, :] < D))
-        tl.atomic_add(DV_OUT + key_off * DV + offs_dv[None, :], dv, mask=inside[:, None] & (offs_dv[None, :] < DV))
+        tl.atomic_add(
+            DK + key_off * D + offs_d[None, :], dk, mask=inside[:, None] & (offs_d[None, :] < D), sem="relaxed"
+        )
+        tl.atomic_add(
+            DV_OUT + key_off * DV + offs_dv[None, :], dv, mask=inside[:, None] & (offs_dv[None, :] < DV), sem="relaxed"
+        )
         if HAS_REL:
-            onehot_y = (ky[:, None] == offs_win[None, :]).to(tl.float32)  # BLOCK_N, BLOCK_WIN
-            onehot_x = (kx[:, None] == offs_win[None, :]).to(tl.float32)
-            ds_by_key_row += tl.dot(ds, onehot_y, input_precision="ieee")
-            ds_by_key_col += tl.dot(ds, onehot_x, input_precision="ieee")
+            # dS in the inputs' precision, as for dK: the one-hot factor is exact in any dtype
+            ds_in = ds.to(q.dtype)
+            onehot_y = (ky[:, None] == offs_win[None, :]).to(q.dtype)  # BLOCK_N, BLOCK_WIN
+            onehot_x = (kx[:, None] == offs_win[None, :]).to(q.dtype)
+            ds_by_key_row += tl.dot(ds_in, onehot_y, input_precision=PRECISION)
+            ds_by_key_col += tl.dot(ds_in, onehot_x, input_precision=PRECISION)
 
     if HAS_REL:
+        # programs spread their table gradients over drel_slots copies (summed afterwards): one shared table would
+        # take the atomics of every program of the launch on a few cache lines
+        drel_slot = ((bh * tl.num_programs(1) + blk) % drel_slots) * drel_slot_stride
         # table row r of query m is key row ky = r + stride * qy + halo - (win - 1)
         ky_of_h = offs_r[None, :] + stride * qy[:, None] + halo - (win - 1)
         kx_of_w = offs_r[None, :] + stride * qx[:, None] + halo - (win - 1)
@@ -191,30 +223,52 @@ def halo_bwd_kernel(
         kx_of_w = tl.minimum(tl.maximum(kx_of_w, 0), BLOCK_WIN - 1)
         grad_h = tl.where(valid_h, tl.gather(ds_by_key_row, ky_of_h, axis=1), 0.0)  # BLOCK_M, BLOCK_R
         grad_w = tl.where(valid_w, tl.gather(ds_by_key_col, kx_of_w, axis=1), 0.0)
-        dq += tl.dot(grad_h, rel_h.to(tl.float32), input_precision="ieee")
-        dq += tl.dot(grad_w, rel_w.to(tl.float32), input_precision="ieee")
-        q32 = q.to(tl.float32)
-        tl.atomic_add(DREL_H + rel_off, tl.dot(tl.trans(grad_h), q32, input_precision="ieee"), mask=rel_mask)
-        tl.atomic_add(DREL_W + rel_off, tl.dot(tl.trans(grad_w), q32, input_precision="ieee"), mask=rel_mask)
+        grad_h = grad_h.to(q.dtype)
+        grad_w = grad_w.to(q.dtype)
+        dq += tl.dot(grad_h, rel_h, input_precision=PRECISION)
+        dq += tl.dot(grad_w, rel_w, input_precision=PRECISION)
+        drel_h = tl.dot(tl.trans(grad_h), q, input_precision=PRECISION)
+        drel_w = tl.dot(tl.trans(grad_w), q, input_precision=PRECISION)
+        tl.atomic_add(DREL_H + drel_slot + rel_off, drel_h, mask=rel_mask, sem="relaxed")
+        tl.atomic_add(DREL_W + drel_slot + rel_off, drel_w, mask=rel_mask, sem="relaxed")
 
     dq_ptr = DQ + (((b * HQ + q_row[:, None]) * WQ + q_col[:, None]) * heads + head) * D + offs_d[None, :]
     tl.store(dq_ptr, dq, mask=q_ok[:, None] & (offs_d[None, :] < D))
 
 
-def _meta(q, v, block_size, halo_size, rel_rows, block_m, block_n, precision, mask_padding, has_rel):
+def tile_config(queries: int, keys: int, d: int, dv: int, dtype, backward: bool) -> TileConfig:
+    """Tiles for ``queries`` per block and ``keys`` per haloed window, sized so a program stays in registers.
+
+    As the window kernel's (:func:`vitzoo.ops._triton.window.tile_config`); the backward also keeps per-query sums
+    of dS over each key row and column of the window and accumulates dK / dV per key tile, so it takes smaller
+    query tiles.
+    """
+    width = head_block(d, dv)
+    high = 64 if width <= 64 else 32 if width <= 128 else 16
+    if backward or dtype == torch.float32:
+        high = max(16, high // 2) if width > 32 else high
+    block_m = block_size(queries, 16, high)
+    block_n = block_size(keys, 16, high)
+    warps = 4 if max(block_m, block_n) * width <= 64 * 64 else 8
+    stages = 1 if keys <= block_n else 2
+    return TileConfig(block_m, block_n, warps, stages)
+
+
+def _meta(q, v, geometry, rel_rows, precision, mask_padding, has_rel, backward):
+    block, halo, stride = geometry[:3]
+    cfg = tile_config((block // stride) ** 2, (block + 2 * halo) ** 2, q.shape[-1], v.shape[-1], q.dtype, backward)
     return dict(
-        BLOCK_M=block_m,
-        BLOCK_N=block_n,
-        BLOCK_D=max(16, triton.next_power_of_2(q.shape[-1])),
-        BLOCK_DV=max(16, triton.next_power_of_2(v.shape[-1])),
-        BLOCK_R=max(16, triton.next_power_of_2(rel_rows)),
+        BLOCK_D=head_block(q.shape[-1]),
+        BLOCK_DV=head_block(v.shape[-1]),
+        BLOCK_R=head_block(rel_rows),
         HAS_REL=has_rel,
         MASK_PADDING=mask_padding,
         PRECISION=precision,
+        **cfg.options(),
     )
 
 
-def launch_forward(q, k, v, geometry, rel, scale, mask_padding, out, lse, blocks, precision):
+def launch_forward(q, k, v, geometry, rel, scale, mask_padding, out, lse, precision):
     """``geometry = (block, halo, stride, blocks_per_col, blocks_per_row)``; ``rel = (rel_h, rel_w) | (None, None)``."""
     b, hq, wq, heads, d = q.shape
     h, w = k.shape[1:3]
@@ -222,18 +276,19 @@ def launch_forward(q, k, v, geometry, rel, scale, mask_padding, out, lse, blocks
     rows = 2 * (block + 2 * halo) - 1
     rel_h, rel_w = rel
     head_stride = rows * d if rel_h is not None and rel_h.dim() == 3 else 0
-    meta = _meta(q, v, block, halo, rows, *blocks, precision, mask_padding, rel_h is not None)
+    meta = _meta(q, v, geometry, rows, precision, mask_padding, rel_h is not None, backward=False)
     bq = block // stride
-    grid = (triton.cdiv(bq * bq, blocks[0]), nbh * nbw, b * heads)
-    halo_fwd_kernel[grid](
+    grid = (triton.cdiv(bq * bq, meta["BLOCK_M"]), nbh * nbw, b * heads)
+    launch(halo_fwd_kernel, grid,
         q, k, v, rel_h, rel_w, out, lse,
         *q.stride()[:4], *k.stride()[:4], *v.stride()[:4], *out.stride()[:4],
         head_stride, heads, h, w, hq, wq, block, halo, stride, bq, nbw, d, v.shape[-1], rows, scale * LOG2E, **meta,
     )  # fmt: skip
 
 
-def launch_backward(do, q, k, v, geometry, rel, lse, delta, scale, mask_padding, grads, blocks, precision):
-    """``grads = (dq, dk, dv, drel_h, drel_w)`` fp32 buffers; all but dq zeroed, drel_* None without tables."""
+def launch_backward(do, q, k, v, geometry, rel, lse, delta, scale, mask_padding, grads, precision):
+    """``grads = (dq, dk, dv, drel_h, drel_w)`` fp32 buffers; all but dq zeroed, drel_* None without tables or
+    ``[DREL_SLOTS, *table.shape]`` partial sums for the caller to add up."""
     b, hq, wq, heads, d = q.shape
     h, w = k.shape[1:3]
     block, halo, stride, nbh, nbw = geometry
@@ -241,12 +296,14 @@ def launch_backward(do, q, k, v, geometry, rel, lse, delta, scale, mask_padding,
     rows = 2 * win - 1
     rel_h, rel_w = rel
     head_stride = rows * d if rel_h is not None and rel_h.dim() == 3 else 0
-    meta = _meta(q, v, block, halo, rows, *blocks, precision, mask_padding, rel_h is not None)
+    drel_slot_stride = rel_h.numel() if rel_h is not None else 0
+    meta = _meta(q, v, geometry, rows, precision, mask_padding, rel_h is not None, backward=True)
     bq = block // stride
-    grid = (triton.cdiv(bq * bq, blocks[0]), nbh * nbw, b * heads)
-    halo_bwd_kernel[grid](
+    grid = (triton.cdiv(bq * bq, meta["BLOCK_M"]), nbh * nbw, b * heads)
+    launch(halo_bwd_kernel, grid,
         q, k, v, do, rel_h, rel_w, lse, delta, *grads,
         *q.stride()[:4], *k.stride()[:4], *v.stride()[:4], *do.stride()[:4],
-        head_stride, heads, h, w, hq, wq, block, halo, stride, bq, nbw, d, v.shape[-1], rows, scale, scale * LOG2E,
+        head_stride, DREL_SLOTS, drel_slot_stride, heads, h, w, hq, wq, block, halo, stride, bq, nbw, d, v.shape[-1],
+        rows, scale, scale * LOG2E,
         BLOCK_WIN=max(16, triton.next_power_of_2(win)), **meta,
     )  # fmt: skip

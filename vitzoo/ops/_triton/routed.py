@@ -12,12 +12,16 @@ fp32 buffers: a key region receives gradient from every query region that select
 
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
 
+from . import TileConfig, block_size, head_block, launch
 from .tiles import finish_softmax, load_rows, online_softmax_step, softmax_backward
 
 LOG2E = 1.4426950408889634
+# map sizes and counts are not specialised on (== 1, multiple of 16): one compiled kernel serves every map size
+SHAPE_ARGS = ["heads", "H", "W", "num_regions", "rh", "rw", "topk", "D", "DV"]
 
 
 @triton.jit
@@ -33,12 +37,13 @@ def selected_keys(INDEX, b, region, offs_n, n_regions, topk, tokens, num_regions
     """Coordinates of key slots ``offs_n`` of a query region, and which of them are real tokens."""
     slot = offs_n // tokens
     in_list = offs_n < topk * tokens
-    key_region = tl.load(INDEX + (b * n_regions + region) * topk + slot, mask=in_list, other=0)
+    # int64 top-k indices: 32 bits after the load keep the region arithmetic below off 64-bit division
+    key_region = tl.load(INDEX + (b * n_regions + region) * topk + slot, mask=in_list, other=0).to(tl.int32)
     row, col = region_coords(key_region, offs_n % tokens, num_regions, rh, rw)
     return row, col, in_list & (row < H) & (col < W)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=SHAPE_ARGS)
 def routed_fwd_kernel(
     Q,
     K,
@@ -107,7 +112,7 @@ def routed_fwd_kernel(
     tl.store(LSE + ((b * H + q_row) * W + q_col) * heads + head, lse, mask=q_ok)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=SHAPE_ARGS)
 def routed_bwd_kernel(
     Q,
     K,
@@ -183,50 +188,62 @@ def routed_bwd_kernel(
         dv = tl.dot(tl.trans(p).to(do.dtype), do, input_precision=PRECISION)
         dk = tl.dot(tl.trans(ds).to(q.dtype), q, input_precision=PRECISION) * scale
         key_off = (b * H + k_row[:, None]) * W + k_col[:, None]
-        tl.atomic_add(DK + key_off * c + head * D + offs_d[None, :], dk, mask=k_ok[:, None] & (offs_d[None, :] < D))
         tl.atomic_add(
-            DV_OUT + key_off * cv + head * DV + offs_dv[None, :], dv, mask=k_ok[:, None] & (offs_dv[None, :] < DV)
+            DK + key_off * c + head * D + offs_d[None, :], dk, mask=k_ok[:, None] & (offs_d[None, :] < D), sem="relaxed"
+        )
+        tl.atomic_add(
+            DV_OUT + key_off * cv + head * DV + offs_dv[None, :],
+            dv,
+            mask=k_ok[:, None] & (offs_dv[None, :] < DV),
+            sem="relaxed",
         )
 
     dq_ptr = DQ + ((b * H + q_row[:, None]) * W + q_col[:, None]) * c + head * D + offs_d[None, :]
     tl.store(dq_ptr, dq * scale, mask=q_ok[:, None] & (offs_d[None, :] < D))
 
 
-def _meta(q, v, heads, block_m, block_n, precision):
+def tile_config(tokens: int, topk: int, d: int, dv: int, dtype, backward: bool) -> TileConfig:
+    """Tiles for regions of ``tokens`` tokens routed to ``topk`` regions each: a query tile covers one region, and
+    a key tile may batch several small selected regions. Sized as the window kernel's
+    (:func:`vitzoo.ops._triton.window.tile_config`)."""
+    width = head_block(d, dv)
+    high = 64 if width <= 64 else 32 if width <= 128 else 16
+    if backward or dtype == torch.float32:
+        high = max(16, high // 2) if width > 32 else high
+    block_m = block_size(tokens, 16, high)
+    block_n = block_size(tokens * topk, 16, high)
+    warps = 4 if max(block_m, block_n) * width <= 64 * 64 else 8
+    stages = 1 if tokens * topk <= block_n else 2
+    return TileConfig(block_m, block_n, warps, stages)
+
+
+def _meta(q, v, heads, regions, topk, precision, backward):
     d, dv = q.shape[-1] // heads, v.shape[-1] // heads
-    return (
-        d,
-        dv,
-        dict(
-            BLOCK_M=block_m,
-            BLOCK_N=block_n,
-            BLOCK_D=max(16, triton.next_power_of_2(d)),
-            BLOCK_DV=max(16, triton.next_power_of_2(dv)),
-            PRECISION=precision,
-        ),
-    )
+    _, rh, rw = regions
+    cfg = tile_config(rh * rw, topk, d, dv, q.dtype, backward)
+    return d, dv, dict(BLOCK_D=head_block(d), BLOCK_DV=head_block(dv), PRECISION=precision, **cfg.options())
 
 
-def launch_forward(q, k, v, index, regions, heads, scale, out, lse, blocks, precision):
+def launch_forward(q, k, v, index, regions, heads, scale, out, lse, precision):
     """``regions = (num_regions, rh, rw)``; writes ``out`` ``[B, H, W, Cv]`` and ``lse`` ``[B, H, W, heads]``."""
     b, h, w, _ = q.shape
     num_regions, rh, rw = regions
-    d, dv, meta = _meta(q, v, heads, *blocks, precision)
-    grid = (triton.cdiv(rh * rw, blocks[0]), num_regions * num_regions, b * heads)
-    routed_fwd_kernel[grid](
+    d, dv, meta = _meta(q, v, heads, regions, index.shape[-1], precision, backward=False)
+    grid = (triton.cdiv(rh * rw, meta["BLOCK_M"]), num_regions * num_regions, b * heads)
+    launch(routed_fwd_kernel, grid,
         q, k, v, index, out, lse,
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],
         heads, h, w, num_regions, rh, rw, index.shape[-1], d, dv, scale * LOG2E, **meta,
     )  # fmt: skip
 
 
-def launch_backward(do, q, k, v, index, lse, delta, regions, heads, scale, grads, blocks, precision):
+def launch_backward(do, q, k, v, index, lse, delta, regions, heads, scale, grads, precision):
     """``grads = (dq, dk, dv)`` fp32 buffers, dk and dv zeroed."""
     b, h, w, _ = q.shape
     num_regions, rh, rw = regions
-    d, dv, meta = _meta(q, v, heads, *blocks, precision)
-    grid = (triton.cdiv(rh * rw, blocks[0]), num_regions * num_regions, b * heads)
-    routed_bwd_kernel[grid](
+    d, dv, meta = _meta(q, v, heads, regions, index.shape[-1], precision, backward=True)
+    grid = (triton.cdiv(rh * rw, meta["BLOCK_M"]), num_regions * num_regions, b * heads)
+    launch(routed_bwd_kernel, grid,
         q, k, v, do, index, lse, delta, *grads,
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *do.stride()[:3],
         heads, h, w, num_regions, rh, rw, index.shape[-1], d, dv, scale, scale * LOG2E, **meta,

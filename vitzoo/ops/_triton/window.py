@@ -13,12 +13,18 @@ column ``c``; in-window position ``p`` is token
 
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
 
+from . import TileConfig, block_size, head_block, launch
 from .tiles import finish_softmax, load_rows, online_softmax_step, softmax_backward
 
 LOG2E = 1.4426950408889634
+# map sizes and counts are not specialised on (== 1, multiple of 16): one compiled kernel serves every map size
+DBIAS_SLOTS = 16  # partial copies of the bias gradient, to spread the atomics of a launch
+
+SHAPE_ARGS = ["dbias_slots", "heads", "H", "W", "N", "wh", "ww", "windows_per_row", "sh", "sw", "D", "DV"]
 
 
 @triton.jit
@@ -32,6 +38,23 @@ def token_coords(win, pos, wh, ww, dh, dw, windows_per_row):
 
 
 @triton.jit
+def window_tokens(win, pos, wh, ww, dh, dw, windows_per_row, H, W, sh, sw, SHIFTED: tl.constexpr):
+    """Stored row and column of in-window slot ``pos``, its roll region, and whether it is a real token.
+
+    With a shift the window grid lies over the map rolled by ``(-sh, -sw)``: grid row ``r`` holds map row
+    ``(r + sh) % H``, and rows ``r >= H - sh`` (wrapped around) form their own region, as do columns alike.
+    """
+    row, col = token_coords(win, pos, wh, ww, dh, dw, windows_per_row)
+    real = (row < H) & (col < W)
+    region = row * 0
+    if SHIFTED:
+        region = (row >= H - sh).to(tl.int32) * 2 + (col >= W - sw).to(tl.int32)
+        row = tl.where(row + sh >= H, row + sh - H, row + sh)
+        col = tl.where(col + sw >= W, col + sw - W, col + sw)
+    return row, col, region, real
+
+
+@triton.jit
 def window_logits(
     q,
     k,
@@ -40,12 +63,15 @@ def window_logits(
     offs_m,
     offs_n,
     key_ok,
+    q_region,
+    k_region,
     BIAS,
     MASK,
     N,
     scale_log2,
     HAS_BIAS: tl.constexpr,
     HAS_MASK: tl.constexpr,
+    SHIFTED: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
     """Base-2 logits of a query tile against a key tile: scaled q.k plus bias and mask, masked keys at -inf."""
@@ -57,10 +83,13 @@ def window_logits(
     if HAS_MASK:
         extra = tl.load(MASK + win * N * N + offs_m[:, None] * N + offs_n[None, :], mask=pair_ok, other=0.0)
         s += extra.to(tl.float32) * 1.4426950408889634
-    return tl.where(key_ok[None, :], s, float("-inf"))
+    attend = key_ok[None, :]
+    if SHIFTED:  # tokens that the roll brought together from opposite borders do not attend to each other
+        attend = attend & (q_region[:, None] == k_region[None, :])
+    return tl.where(attend, s, float("-inf"))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=SHAPE_ARGS)
 def window_fwd_kernel(
     Q,
     K,
@@ -94,6 +123,8 @@ def window_fwd_kernel(
     dh,
     dw,
     windows_per_row,
+    sh,
+    sw,
     D,
     DV,
     scale_log2,
@@ -103,6 +134,7 @@ def window_fwd_kernel(
     BLOCK_DV: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     HAS_MASK: tl.constexpr,
+    SHIFTED: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
     # q/k/v/o last-dim stride is 1 (the wrapper guarantees it); LSE is a contiguous [B, H, W, heads] fp32 tensor
@@ -115,8 +147,8 @@ def window_fwd_kernel(
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
-    q_row, q_col = token_coords(win, offs_m, wh, ww, dh, dw, windows_per_row)
-    q_ok = (offs_m < N) & (q_row < H) & (q_col < W)
+    q_row, q_col, q_region, q_real = window_tokens(win, offs_m, wh, ww, dh, dw, windows_per_row, H, W, sh, sw, SHIFTED)
+    q_ok = (offs_m < N) & q_real
     q = load_rows(Q, b * sq_b + q_row * sq_h + q_col * sq_w + head * sq_n, offs_d, q_ok, D)
 
     # a window of padding only (possible with dilation) attends unmasked, as the reference does
@@ -128,14 +160,31 @@ def window_fwd_kernel(
     acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
     for start_n in range(0, N, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        k_row, k_col = token_coords(win, offs_n, wh, ww, dh, dw, windows_per_row)
-        k_real = (k_row < H) & (k_col < W)
+        k_row, k_col, k_region, k_real = window_tokens(
+            win, offs_n, wh, ww, dh, dw, windows_per_row, H, W, sh, sw, SHIFTED
+        )
         k_load = (offs_n < N) & k_real
         k_ok = (offs_n < N) & (k_real | window_empty)
         kk = load_rows(K, b * sk_b + k_row * sk_h + k_col * sk_w + head * sk_n, offs_d, k_load, D)
         vv = load_rows(V, b * sv_b + k_row * sv_h + k_col * sv_w + head * sv_n, offs_dv, k_load, DV)
         s = window_logits(
-            q, kk, win, head, offs_m, offs_n, k_ok, BIAS, MASK, N, scale_log2, HAS_BIAS, HAS_MASK, PRECISION
+            q,
+            kk,
+            win,
+            head,
+            offs_m,
+            offs_n,
+            k_ok,
+            q_region,
+            k_region,
+            BIAS,
+            MASK,
+            N,
+            scale_log2,
+            HAS_BIAS,
+            HAS_MASK,
+            SHIFTED,
+            PRECISION,
         )
         m_i, l_i, acc = online_softmax_step(s, m_i, l_i, acc, vv, PRECISION)
 
@@ -146,7 +195,7 @@ def window_fwd_kernel(
     tl.store(LSE + lse_off, lse, mask=q_ok)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=SHAPE_ARGS)
 def window_bwd_kernel(
     Q,
     K,
@@ -185,8 +234,11 @@ def window_bwd_kernel(
     dh,
     dw,
     windows_per_row,
+    sh,
+    sw,
     D,
     DV,
+    dbias_slots,
     scale,
     scale_log2,
     BLOCK_M: tl.constexpr,
@@ -197,9 +249,11 @@ def window_bwd_kernel(
     HAS_MASK: tl.constexpr,
     BIAS_GRAD: tl.constexpr,
     ONE_KEY_TILE: tl.constexpr,
+    SHIFTED: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
-    """One key tile of one window: dK and dV exactly; dQ (and dbias) added atomically unless one tile covers it.
+    """One key tile of one window: dK and dV; also dQ and dbias when one key tile covers the window, else
+    :func:`window_bwd_dq_kernel` computes those in a second pass (no atomics on dQ, less register pressure).
 
     DQ/DK/DV_OUT are contiguous fp32 ``[B, H, W, heads, D | Dv]``; LSE and DELTA contiguous fp32 ``[B, H, W, heads]``.
     """
@@ -215,8 +269,7 @@ def window_bwd_kernel(
     window_empty = (row0 >= H) | (col0 >= W)
 
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    k_row, k_col = token_coords(win, offs_n, wh, ww, dh, dw, windows_per_row)
-    k_real = (k_row < H) & (k_col < W)
+    k_row, k_col, k_region, k_real = window_tokens(win, offs_n, wh, ww, dh, dw, windows_per_row, H, W, sh, sw, SHIFTED)
     k_load = (offs_n < N) & k_real
     k_ok = (offs_n < N) & (k_real | window_empty)
     kk = load_rows(K, b * sk_b + k_row * sk_h + k_col * sk_w + head * sk_n, offs_d, k_load, D)
@@ -225,8 +278,10 @@ def window_bwd_kernel(
     dv = tl.zeros([BLOCK_N, BLOCK_DV], tl.float32)
     for start_m in range(0, N, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
-        q_row, q_col = token_coords(win, offs_m, wh, ww, dh, dw, windows_per_row)
-        q_ok = (offs_m < N) & (q_row < H) & (q_col < W)
+        q_row, q_col, q_region, q_real = window_tokens(
+            win, offs_m, wh, ww, dh, dw, windows_per_row, H, W, sh, sw, SHIFTED
+        )
+        q_ok = (offs_m < N) & q_real
         q = load_rows(Q, b * sq_b + q_row * sq_h + q_col * sq_w + head * sq_n, offs_d, q_ok, D)
         do = load_rows(DO, b * sdo_b + q_row * sdo_h + q_col * sdo_w + head * sdo_n, offs_dv, q_ok, DV)
         stat_off = ((b * H + q_row) * W + q_col) * heads + head
@@ -234,59 +289,170 @@ def window_bwd_kernel(
         delta = tl.load(DELTA + stat_off, mask=q_ok, other=0.0)
 
         s = window_logits(
-            q, kk, win, head, offs_m, offs_n, k_ok, BIAS, MASK, N, scale_log2, HAS_BIAS, HAS_MASK, PRECISION
+            q,
+            kk,
+            win,
+            head,
+            offs_m,
+            offs_n,
+            k_ok,
+            q_region,
+            k_region,
+            BIAS,
+            MASK,
+            N,
+            scale_log2,
+            HAS_BIAS,
+            HAS_MASK,
+            SHIFTED,
+            PRECISION,
         )
         p, ds = softmax_backward(s, lse, delta, do, vv, PRECISION)  # ds: gradient of the natural-log logits
         dv += tl.dot(tl.trans(p).to(do.dtype), do, input_precision=PRECISION)
         dk += tl.dot(tl.trans(ds).to(q.dtype), q, input_precision=PRECISION)
-        dq = tl.dot(ds.to(kk.dtype), kk, input_precision=PRECISION) * scale
-        dq_ptr = DQ + (((b * H + q_row[:, None]) * W + q_col[:, None]) * heads + head) * D + offs_d[None, :]
-        dq_mask = q_ok[:, None] & (offs_d[None, :] < D)
-        if ONE_KEY_TILE:
-            tl.store(dq_ptr, dq, mask=dq_mask)
-        else:
-            tl.atomic_add(dq_ptr, dq, mask=dq_mask)
-        if BIAS_GRAD:
-            pair_ok = q_ok[:, None] & (offs_n[None, :] < N)
-            tl.atomic_add(DBIAS + head * N * N + offs_m[:, None] * N + offs_n[None, :], ds, mask=pair_ok)
+        if ONE_KEY_TILE:  # this program sees every key of its queries: dQ and dbias are complete here
+            dq = tl.dot(ds.to(kk.dtype), kk, input_precision=PRECISION) * scale
+            dq_ptr = DQ + (((b * H + q_row[:, None]) * W + q_col[:, None]) * heads + head) * D + offs_d[None, :]
+            tl.store(dq_ptr, dq, mask=q_ok[:, None] & (offs_d[None, :] < D))
+            if BIAS_GRAD:
+                add_bias_grad(DBIAS, ds, b, win, head, offs_m, offs_n, q_ok, N, heads, dbias_slots)
 
     kv_off = ((b * H + k_row[:, None]) * W + k_col[:, None]) * heads + head
     tl.store(DK + kv_off * D + offs_d[None, :], dk * scale, mask=k_load[:, None] & (offs_d[None, :] < D))
     tl.store(DV_OUT + kv_off * DV + offs_dv[None, :], dv, mask=k_load[:, None] & (offs_dv[None, :] < DV))
 
 
-def launch_forward(q, k, v, window, dilation, bias, mask, scale, out, lse, windows, block_m, block_n, precision):
+@triton.jit
+def add_bias_grad(DBIAS, ds, b, win, head, offs_m, offs_n, q_ok, N, heads, dbias_slots):
+    """Add a dS tile to the bias gradient: programs spread over ``dbias_slots`` copies (summed afterwards), since
+    one ``[heads, N, N]`` table would take the atomics of every window of every image on a few cache lines."""
+    slot = (b * tl.num_programs(1) + win) % dbias_slots
+    pair_ok = q_ok[:, None] & (offs_n[None, :] < N)
+    dbias_ptr = DBIAS + (slot * heads + head) * N * N + offs_m[:, None] * N + offs_n[None, :]
+    tl.atomic_add(dbias_ptr, ds, mask=pair_ok, sem="relaxed")
+
+
+@triton.jit(do_not_specialize=SHAPE_ARGS)
+def window_bwd_dq_kernel(
+    Q, K, V, DO, LSE, DELTA, BIAS, MASK, DQ, DBIAS,
+    sq_b, sq_h, sq_w, sq_n, sk_b, sk_h, sk_w, sk_n, sv_b, sv_h, sv_w, sv_n, sdo_b, sdo_h, sdo_w, sdo_n,
+    heads, H, W, N, wh, ww, dh, dw, windows_per_row, sh, sw, D, DV, dbias_slots, scale, scale_log2,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, BIAS_GRAD: tl.constexpr, SHIFTED: tl.constexpr,
+    PRECISION: tl.constexpr,
+):  # fmt: skip
+    """One query tile of one window (windows wider than a key tile): dQ written once, dbias added per slot."""
+    pid_m = tl.program_id(0)
+    win = tl.program_id(1)
+    bh = tl.program_id(2)
+    b = (bh // heads).to(tl.int64)
+    head = bh % heads
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    row0, col0 = token_coords(win, 0, wh, ww, dh, dw, windows_per_row)
+    window_empty = (row0 >= H) | (col0 >= W)
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    q_row, q_col, q_region, q_real = window_tokens(win, offs_m, wh, ww, dh, dw, windows_per_row, H, W, sh, sw, SHIFTED)
+    q_ok = (offs_m < N) & q_real
+    q = load_rows(Q, b * sq_b + q_row * sq_h + q_col * sq_w + head * sq_n, offs_d, q_ok, D)
+    do = load_rows(DO, b * sdo_b + q_row * sdo_h + q_col * sdo_w + head * sdo_n, offs_dv, q_ok, DV)
+    stat_off = ((b * H + q_row) * W + q_col) * heads + head
+    lse = tl.load(LSE + stat_off, mask=q_ok, other=float("inf"))  # padded queries get p = 0
+    delta = tl.load(DELTA + stat_off, mask=q_ok, other=0.0)
+    dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    for start_n in range(0, N, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k_row, k_col, k_region, k_real = window_tokens(
+            win, offs_n, wh, ww, dh, dw, windows_per_row, H, W, sh, sw, SHIFTED
+        )
+        k_load = (offs_n < N) & k_real
+        k_ok = (offs_n < N) & (k_real | window_empty)
+        kk = load_rows(K, b * sk_b + k_row * sk_h + k_col * sk_w + head * sk_n, offs_d, k_load, D)
+        vv = load_rows(V, b * sv_b + k_row * sv_h + k_col * sv_w + head * sv_n, offs_dv, k_load, DV)
+        s = window_logits(
+            q,
+            kk,
+            win,
+            head,
+            offs_m,
+            offs_n,
+            k_ok,
+            q_region,
+            k_region,
+            BIAS,
+            MASK,
+            N,
+            scale_log2,
+            HAS_BIAS,
+            HAS_MASK,
+            SHIFTED,
+            PRECISION,
+        )
+        _, ds = softmax_backward(s, lse, delta, do, vv, PRECISION)
+        dq += tl.dot(ds.to(kk.dtype), kk, input_precision=PRECISION)
+        if BIAS_GRAD:
+            add_bias_grad(DBIAS, ds, b, win, head, offs_m, offs_n, q_ok, N, heads, dbias_slots)
+    dq_ptr = DQ + (((b * H + q_row[:, None]) * W + q_col[:, None]) * heads + head) * D + offs_d[None, :]
+    tl.store(dq_ptr, dq * scale, mask=q_ok[:, None] & (offs_d[None, :] < D))
+
+
+def tile_config(n: int, d: int, dv: int, dtype, backward: bool) -> TileConfig:
+    """Tiles for windows of ``n`` tokens and head dims ``d`` / ``dv``, sized so a program stays in registers.
+
+    Score tiles are ``block_m x block_n`` fp32; the operand tiles grow with the head dim, so wide heads take
+    narrower key tiles. The backward holds twice the accumulators of the forward (dK and dV) and recomputes the
+    scores, so its tiles are one step smaller. fp32 runs three-pass TF32 dots, which need a step less again.
+    One key tile has nothing to pipeline (one stage); more stream keys through two.
+    """
+    width = head_block(d, dv)
+    high = 64 if width <= 64 else 32 if width <= 128 else 16
+    if backward or dtype == torch.float32:
+        high = max(16, high // 2) if width > 32 else high
+    block = block_size(n, 16, high)
+    warps = 4 if block * width <= 64 * 64 else 8
+    stages = 1 if n <= block else 2
+    return TileConfig(block, block, warps, stages)
+
+
+def launch_forward(q, k, v, window, dilation, shift, bias, mask, scale, out, lse, windows, precision):
     """Run the forward kernel over ``windows = (n_windows, windows_per_row)``; ``out`` and ``lse`` are written."""
     b, h, w, heads, d = q.shape
     dv = v.shape[-1]
     (wh, ww), (dh, dw) = window, dilation
     n = wh * ww
-    grid = (triton.cdiv(n, block_m), windows[0], b * heads)
-    window_fwd_kernel[grid](
+    cfg = tile_config(n, d, dv, q.dtype, backward=False)
+    grid = (triton.cdiv(n, cfg.block_m), windows[0], b * heads)
+    launch(window_fwd_kernel, grid,
         q, k, v, out, lse, bias, mask,
         *q.stride()[:4], *k.stride()[:4], *v.stride()[:4], *out.stride()[:4],
-        heads, h, w, n, wh, ww, dh, dw, windows[1], d, dv, scale * LOG2E,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=max(16, triton.next_power_of_2(d)),
-        BLOCK_DV=max(16, triton.next_power_of_2(dv)), HAS_BIAS=bias is not None, HAS_MASK=mask is not None,
-        PRECISION=precision,
+        heads, h, w, n, wh, ww, dh, dw, windows[1], *shift, d, dv, scale * LOG2E,
+        BLOCK_D=head_block(d), BLOCK_DV=head_block(dv), HAS_BIAS=bias is not None, HAS_MASK=mask is not None,
+        SHIFTED=any(shift), PRECISION=precision, **cfg.options(),
     )  # fmt: skip
 
 
-def launch_backward(
-    do, q, k, v, lse, delta, window, dilation, bias, mask, scale, grads, windows, block_m, block_n, precision
-):
-    """Run the backward kernel; ``grads = (dq, dk, dv, dbias | None)`` fp32 buffers (dq and dbias zeroed)."""
+def launch_backward(do, q, k, v, lse, delta, window, dilation, shift, bias, mask, scale, grads, windows, precision):
+    """Run the backward kernels; ``grads = (dq, dk, dv, dbias | None)`` fp32 buffers, every element of dq, dk, dv
+    written; dbias zeroed ``[DBIAS_SLOTS, heads, N, N]`` partial sums for the caller to add up."""
     b, h, w, heads, d = q.shape
     dv_dim = v.shape[-1]
     (wh, ww), (dh, dw) = window, dilation
     n = wh * ww
     dq, dk, dv, dbias = grads
-    grid = (triton.cdiv(n, block_n), windows[0], b * heads)
-    window_bwd_kernel[grid](
-        q, k, v, do, lse, delta, bias, mask, dq, dk, dv, dbias,
-        *q.stride()[:4], *k.stride()[:4], *v.stride()[:4], *do.stride()[:4],
-        heads, h, w, n, wh, ww, dh, dw, windows[1], d, dv_dim, scale, scale * LOG2E,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=max(16, triton.next_power_of_2(d)),
-        BLOCK_DV=max(16, triton.next_power_of_2(dv_dim)), HAS_BIAS=bias is not None, HAS_MASK=mask is not None,
-        BIAS_GRAD=dbias is not None, ONE_KEY_TILE=n <= block_n, PRECISION=precision,
+    cfg = tile_config(n, d, dv_dim, q.dtype, backward=True)
+    one_key_tile = n <= cfg.block_n
+    strides = (*q.stride()[:4], *k.stride()[:4], *v.stride()[:4], *do.stride()[:4])
+    geometry = (heads, h, w, n, wh, ww, dh, dw, windows[1], *shift, d, dv_dim, DBIAS_SLOTS, scale, scale * LOG2E)
+    meta = dict(
+        BLOCK_D=head_block(d), BLOCK_DV=head_block(dv_dim), HAS_BIAS=bias is not None, HAS_MASK=mask is not None,
+        BIAS_GRAD=dbias is not None, SHIFTED=any(shift), PRECISION=precision, **cfg.options(),
     )  # fmt: skip
+    grid = (triton.cdiv(n, cfg.block_n), windows[0], b * heads)
+    launch(
+        window_bwd_kernel, grid, q, k, v, do, lse, delta, bias, mask, dq, dk, dv, dbias, *strides, *geometry,
+        ONE_KEY_TILE=one_key_tile, **meta,
+    )  # fmt: skip
+    if not one_key_tile:
+        grid = (triton.cdiv(n, cfg.block_m), windows[0], b * heads)
+        launch(window_bwd_dq_kernel, grid, q, k, v, do, lse, delta, bias, mask, dq, dbias, *strides, *geometry, **meta)

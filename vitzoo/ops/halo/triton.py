@@ -25,7 +25,8 @@ def can_run(q, k, v, block_size, halo_size, *, query_stride=1, rel_pos=None, mas
         return f"head dims up to {MAX_HEAD_DIM} (got {q.shape[-1]} / {v.shape[-1]})"
     if block_size + 2 * halo_size > MAX_WINDOW:
         return f"windows up to {MAX_WINDOW} pixels a side (got {block_size + 2 * halo_size})"
-    return None
+    options = dict(query_stride=query_stride, rel_pos=rel_pos, mask_padding=mask_padding, scale=scale)
+    return _triton.resources_reason(record, q, k, v, block_size, halo_size, **options)
 
 
 def can_auto_select(q, *args, **kwargs) -> str | None:
@@ -37,13 +38,7 @@ def _geometry(k: torch.Tensor, block: int, halo: int, stride: int) -> tuple[int,
     return block, halo, stride, padded_size(h, block) // block, padded_size(w, block) // block
 
 
-def _blocks(block: int, halo: int, stride: int) -> tuple[int, int]:
-    bq = block // stride
-    return _triton.block_size(bq * bq, high=128), _triton.block_size((block + 2 * halo) ** 2)
-
-
-@torch.library.custom_op("vitzoo::halo_attention_fwd", mutates_args=())
-def halo_attention_fwd(
+def run_fwd(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -70,10 +65,12 @@ def halo_attention_fwd(
         mask_padding,
         out,
         lse,
-        _blocks(block_size, halo_size, query_stride),
         _triton.dot_precision(q.dtype),
     )
     return out, lse
+
+
+halo_attention_fwd = torch.library.custom_op("vitzoo::halo_attention_fwd", run_fwd, mutates_args=())
 
 
 @halo_attention_fwd.register_fake
@@ -82,8 +79,7 @@ def _(q, k, v, rel_h, rel_w, block_size, halo_size, query_stride, mask_padding, 
     return q.new_empty(b, hq, wq, heads, v.shape[-1]), q.new_empty(b, hq, wq, heads, dtype=torch.float32)
 
 
-@torch.library.custom_op("vitzoo::halo_attention_bwd", mutates_args=())
-def halo_attention_bwd(
+def run_bwd(
     grad_out: torch.Tensor,
     q: torch.Tensor,
     k: torch.Tensor,
@@ -105,8 +101,9 @@ def halo_attention_bwd(
     dk = torch.zeros(k.shape, dtype=torch.float32, device=q.device)  # haloed windows overlap: accumulated
     dv = torch.zeros(v.shape, dtype=torch.float32, device=q.device)
     has_rel = rel_h is not None
-    drel_h = torch.zeros(rel_h.shape, dtype=torch.float32, device=q.device) if has_rel else None
-    drel_w = torch.zeros(rel_w.shape, dtype=torch.float32, device=q.device) if has_rel else None
+    slots = kernels.DREL_SLOTS
+    drel_h = torch.zeros(slots, *rel_h.shape, dtype=torch.float32, device=q.device) if has_rel else None
+    drel_w = torch.zeros(slots, *rel_w.shape, dtype=torch.float32, device=q.device) if has_rel else None
     kernels.launch_backward(
         grad_out,
         q,
@@ -119,14 +116,16 @@ def halo_attention_bwd(
         scale,
         mask_padding,
         (dq, dk, dv, drel_h, drel_w),
-        _blocks(block_size, halo_size, query_stride),
         _triton.dot_precision(q.dtype),
     )
     if has_rel:
-        drel_h, drel_w = drel_h.to(rel_h.dtype), drel_w.to(rel_w.dtype)
+        drel_h, drel_w = drel_h.sum(0).to(rel_h.dtype), drel_w.sum(0).to(rel_w.dtype)
     else:  # two distinct empty tensors: custom-op outputs may not alias each other
         drel_h, drel_w = q.new_empty(0), q.new_empty(0)
     return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), drel_h, drel_w
+
+
+halo_attention_bwd = torch.library.custom_op("vitzoo::halo_attention_bwd", run_bwd, mutates_args=())
 
 
 @halo_attention_bwd.register_fake
@@ -160,3 +159,11 @@ def forward(q, k, v, block_size, halo_size, *, query_stride=1, rel_pos=None, mas
         q, k, v, rel_h, rel_w, block_size, halo_size, query_stride, bool(mask_padding), float(scale)
     )
     return out
+
+
+def record(q, k, v, block_size, halo_size, *, query_stride=1, rel_pos=None, mask_padding=True, scale=None) -> None:
+    """Make the forward and backward launches of these inputs (inside ``_triton.record_launches``, meta tensors)."""
+    rel_h, rel_w = rel_pos if rel_pos is not None else (None, None)
+    args = (block_size, halo_size, query_stride, bool(mask_padding), float(scale))
+    out, lse = run_fwd(q, k, v, rel_h, rel_w, *args)
+    run_bwd(torch.empty_like(out), q, k, v, rel_h, rel_w, out, lse, *args)

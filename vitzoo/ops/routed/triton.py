@@ -22,20 +22,14 @@ def can_run(q, k, v, num_regions, topk, num_heads, *, scale=None) -> str | None:
         return reason
     if max(q.shape[-1], v.shape[-1]) // num_heads > MAX_HEAD_DIM:
         return f"head dims up to {MAX_HEAD_DIM}"
-    return None
+    return _triton.resources_reason(record, q, k, v, num_regions, topk, num_heads, scale=scale)
 
 
 def can_auto_select(q, *args, **kwargs) -> str | None:
     return _triton.auto_reason(q)
 
 
-def _blocks(tokens: int, topk: int) -> tuple[int, int]:
-    # a query tile covers one region; a key tile may batch several small regions
-    return _triton.block_size(tokens), _triton.block_size(tokens * topk)
-
-
-@torch.library.custom_op("vitzoo::region_routed_attention_fwd", mutates_args=())
-def region_routed_attention_fwd(
+def run_fwd(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -60,10 +54,12 @@ def region_routed_attention_fwd(
         scale,
         out,
         lse,
-        _blocks(rh * rw, index.shape[-1]),
         _triton.dot_precision(q.dtype),
     )
     return out, lse
+
+
+region_routed_attention_fwd = torch.library.custom_op("vitzoo::region_routed_attention_fwd", run_fwd, mutates_args=())
 
 
 @region_routed_attention_fwd.register_fake
@@ -72,8 +68,7 @@ def _(q, k, v, index, num_regions, num_heads, scale):
     return q.new_empty(b, h, w, v.shape[-1]), q.new_empty(b, h, w, num_heads, dtype=torch.float32)
 
 
-@torch.library.custom_op("vitzoo::region_routed_attention_bwd", mutates_args=())
-def region_routed_attention_bwd(
+def run_bwd(
     grad_out: torch.Tensor,
     q: torch.Tensor,
     k: torch.Tensor,
@@ -105,10 +100,12 @@ def region_routed_attention_bwd(
         num_heads,
         scale,
         (dq, dk, dv),
-        _blocks(rh * rw, index.shape[-1]),
         _triton.dot_precision(q.dtype),
     )
     return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
+
+
+region_routed_attention_bwd = torch.library.custom_op("vitzoo::region_routed_attention_bwd", run_bwd, mutates_args=())
 
 
 @region_routed_attention_bwd.register_fake
@@ -131,7 +128,7 @@ def _backward(ctx, grad_out, grad_lse):
 region_routed_attention_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
-def forward(q, k, v, num_regions, topk, num_heads, *, scale=None) -> torch.Tensor:
+def _route(q, k, num_regions, topk) -> torch.Tensor:
     h, w = q.shape[1:3]
     rh, rw = region_size(h, w, num_regions)
     padded = num_regions * rh != h or num_regions * rw != w
@@ -140,5 +137,17 @@ def forward(q, k, v, num_regions, topk, num_heads, *, scale=None) -> torch.Tenso
         index = route(
             to_regions(q.detach(), num_regions, rh, rw), to_regions(k.detach(), num_regions, rh, rw), valid, topk
         )
+    return index
+
+
+def forward(q, k, v, num_regions, topk, num_heads, *, scale=None) -> torch.Tensor:
+    index = _route(q, k, num_regions, topk)
     out, _ = region_routed_attention_fwd(q, k, v, index, num_regions, num_heads, float(scale))
     return out
+
+
+def record(q, k, v, num_regions, topk, num_heads, *, scale=None) -> None:
+    """Make the forward and backward launches of these inputs (inside ``_triton.record_launches``, meta tensors)."""
+    index = _route(q, k, num_regions, topk)
+    out, lse = run_fwd(q, k, v, index, num_regions, num_heads, float(scale))
+    run_bwd(torch.empty_like(out), q, k, v, index, out, lse, num_regions, num_heads, float(scale))

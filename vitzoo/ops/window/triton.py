@@ -15,7 +15,7 @@ from .._triton import window as kernels
 MAX_HEAD_DIM = 256  # one tile holds a whole head dim
 
 
-def can_run(q, k, v, window_size, *, dilation=(1, 1), bias=None, mask=None, scale=None) -> str | None:
+def can_run(q, k, v, window_size, *, dilation=(1, 1), bias=None, mask=None, scale=None, shift=(0, 0)) -> str | None:
     reason = _triton.device_reason(q, k, v)
     if reason is not None:
         return reason
@@ -23,20 +23,16 @@ def can_run(q, k, v, window_size, *, dilation=(1, 1), bias=None, mask=None, scal
         return f"head dims up to {MAX_HEAD_DIM} (got {q.shape[-1]} / {v.shape[-1]})"
     if mask is not None and mask.requires_grad and torch.is_grad_enabled():
         return "no gradient for a learned mask (masks are fixed buffers in every model)"
-    return None
+    geometry = dict(dilation=dilation, bias=bias, mask=mask, scale=scale, shift=shift)
+    return _triton.resources_reason(record, q, k, v, window_size, **geometry)
 
 
-def can_auto_select(q, k, v, window_size, *, dilation=(1, 1), bias=None, mask=None, scale=None) -> str | None:
+def can_auto_select(q, k, v, window_size, *, dilation=(1, 1), bias=None, mask=None, scale=None, shift=(0, 0)):
     reason = _triton.auto_reason(q)
     if reason is None and tuple(window_size) == tuple(q.shape[1:3]) and bias is None and mask is None:
         # one window covering the whole map is plain attention: the reference hands it to SDPA's flash kernels
         return "a single unmasked window over the whole map is plain attention, which SDPA runs best"
     return reason
-
-
-def _blocks(n: int) -> tuple[int, int]:
-    size = _triton.block_size(n)
-    return size, size
 
 
 def _windows(h: int, w: int, wh: int, ww: int, dh: int, dw: int) -> tuple[int, int]:
@@ -45,8 +41,7 @@ def _windows(h: int, w: int, wh: int, ww: int, dh: int, dw: int) -> tuple[int, i
     return rows * per_row, per_row
 
 
-@torch.library.custom_op("vitzoo::window_attention_fwd", mutates_args=())
-def window_attention_fwd(
+def run_fwd(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -54,6 +49,8 @@ def window_attention_fwd(
     ww: int,
     dh: int,
     dw: int,
+    sh: int,
+    sw: int,
     bias: torch.Tensor | None,
     mask: torch.Tensor | None,
     scale: float,
@@ -63,34 +60,34 @@ def window_attention_fwd(
     b, h, w, heads, _ = q.shape
     out = _triton.empty((b, h, w, heads, v.shape[-1]), q.dtype, q.device)
     lse = _triton.empty((b, h, w, heads), torch.float32, q.device)
-    block_m, block_n = _blocks(wh * ww)
     kernels.launch_forward(
         q,
         k,
         v,
         (wh, ww),
         (dh, dw),
+        (sh, sw),
         None if bias is None else bias.contiguous(),
         None if mask is None else mask.contiguous(),
         scale,
         out,
         lse,
         _windows(h, w, wh, ww, dh, dw),
-        block_m,
-        block_n,
         _triton.dot_precision(q.dtype),
     )
     return out, lse
 
 
+window_attention_fwd = torch.library.custom_op("vitzoo::window_attention_fwd", run_fwd, mutates_args=())
+
+
 @window_attention_fwd.register_fake
-def _(q, k, v, wh, ww, dh, dw, bias, mask, scale):
+def _(q, k, v, wh, ww, dh, dw, sh, sw, bias, mask, scale):
     b, h, w, heads, _ = q.shape
     return q.new_empty(b, h, w, heads, v.shape[-1]), q.new_empty(b, h, w, heads, dtype=torch.float32)
 
 
-@torch.library.custom_op("vitzoo::window_attention_bwd", mutates_args=())
-def window_attention_bwd(
+def run_bwd(
     grad_out: torch.Tensor,
     q: torch.Tensor,
     k: torch.Tensor,
@@ -101,6 +98,8 @@ def window_attention_bwd(
     ww: int,
     dh: int,
     dw: int,
+    sh: int,
+    sw: int,
     bias: torch.Tensor | None,
     mask: torch.Tensor | None,
     scale: float,
@@ -110,12 +109,13 @@ def window_attention_bwd(
     grad_out, q, k, v = (_triton.last_dim_contiguous(t) for t in (grad_out, q, k, v))
     n = wh * ww
     delta = (grad_out.float() * out.float()).sum(-1).contiguous()  # rowsum(dO * O): the softmax backward's term
-    dq = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
+    dq = _triton.empty(q.shape, torch.float32, q.device)
     # every real key lies in exactly one window, so the kernel writes every element of dK and dV
     dk = _triton.empty(k.shape, torch.float32, q.device)
     dv = _triton.empty(v.shape, torch.float32, q.device)
-    dbias = torch.zeros(q.shape[3], n, n, dtype=torch.float32, device=q.device) if bias_grad else None
-    block_m, block_n = _blocks(n)
+    dbias = (
+        torch.zeros(kernels.DBIAS_SLOTS, q.shape[3], n, n, dtype=torch.float32, device=q.device) if bias_grad else None
+    )
     kernels.launch_backward(
         grad_out,
         q,
@@ -125,30 +125,32 @@ def window_attention_bwd(
         delta,
         (wh, ww),
         (dh, dw),
+        (sh, sw),
         None if bias is None else bias.contiguous(),
         None if mask is None else mask.contiguous(),
         scale,
         (dq, dk, dv, dbias),
         _windows(q.shape[1], q.shape[2], wh, ww, dh, dw),
-        block_m,
-        block_n,
         _triton.dot_precision(q.dtype),
     )
-    dbias = dbias.to(bias.dtype) if bias_grad else q.new_empty(0)
+    dbias = dbias.sum(0).to(bias.dtype) if bias_grad else q.new_empty(0)
     return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dbias
 
 
+window_attention_bwd = torch.library.custom_op("vitzoo::window_attention_bwd", run_bwd, mutates_args=())
+
+
 @window_attention_bwd.register_fake
-def _(grad_out, q, k, v, out, lse, wh, ww, dh, dw, bias, mask, scale, bias_grad):
+def _(grad_out, q, k, v, out, lse, wh, ww, dh, dw, sh, sw, bias, mask, scale, bias_grad):
     dbias = bias.new_empty(bias.shape) if bias_grad else q.new_empty(0)
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), dbias
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, wh, ww, dh, dw, bias, mask, scale = inputs
+    q, k, v, wh, ww, dh, dw, sh, sw, bias, mask, scale = inputs
     out, lse = output
     ctx.save_for_backward(q, k, v, out, lse, bias, mask)
-    ctx.geometry = (wh, ww, dh, dw)
+    ctx.geometry = (wh, ww, dh, dw, sh, sw)
     ctx.scale = scale
     ctx.bias_grad = bias is not None and bias.requires_grad
 
@@ -158,14 +160,27 @@ def _backward(ctx, grad_out, grad_lse):
     dq, dk, dv, dbias = window_attention_bwd(
         grad_out, q, k, v, out, lse, *ctx.geometry, bias, mask, ctx.scale, ctx.bias_grad
     )
-    return dq, dk, dv, None, None, None, None, (dbias if ctx.bias_grad else None), None, None
+    return dq, dk, dv, None, None, None, None, None, None, (dbias if ctx.bias_grad else None), None, None
 
 
 window_attention_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
-def forward(q, k, v, window_size, *, dilation=(1, 1), bias=None, mask=None, scale=None) -> torch.Tensor:
+def _float_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
     if mask is not None and mask.dtype == torch.bool:
         mask = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill_(~mask, float("-inf"))
-    out, _ = window_attention_fwd(q, k, v, *window_size, *dilation, bias, mask, float(scale))
+    return mask
+
+
+def forward(q, k, v, window_size, *, dilation=(1, 1), bias=None, mask=None, scale=None, shift=(0, 0)):
+    out, _ = window_attention_fwd(q, k, v, *window_size, *dilation, *shift, bias, _float_mask(mask), float(scale))
     return out
+
+
+def record(q, k, v, window_size, *, dilation=(1, 1), bias=None, mask=None, scale=None, shift=(0, 0)) -> None:
+    """Make the forward and backward launches of these inputs (inside ``_triton.record_launches``, meta tensors)."""
+    mask = _float_mask(mask)
+    geometry = (*window_size, *dilation, *shift)
+    out, lse = run_fwd(q, k, v, *geometry, bias, mask, float(scale))
+    bias_grad = bias is not None and bias.requires_grad
+    run_bwd(torch.empty_like(out), q, k, v, out, lse, *geometry, bias, mask, float(scale), bias_grad)

@@ -1,0 +1,122 @@
+"""The Triton launches the registered models make at given input sizes, found without a GPU and without compute.
+
+Each model runs once on the meta device while :func:`vitzoo.ops._dispatch.record_calls` notes the exact inputs of
+every 2-D attention op call (shapes, strides, dtypes, windows, biases). Each distinct call is then replayed through
+its Triton backend's ``record`` (the wrapper code a real launch runs: block choice, ``num_warps`` / ``num_stages``,
+grid) inside :func:`vitzoo.ops._triton.record_launches`, forward and backward, in every dtype asked for. The result
+is the list of launches a training step on a GPU would make, ready to compile ahead of time
+(:mod:`vitzoo.ops._triton.aot`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Iterable
+
+import timm
+import torch
+
+from .ops import _triton
+from .ops._dispatch import OpCall, record_calls
+
+# the ops with a Triton backend, and the module that holds it
+TRITON_BACKENDS = {
+    "window_attention": "vitzoo.ops.window.triton",
+    "halo_attention": "vitzoo.ops.halo.triton",
+    "region_routed_attention": "vitzoo.ops.routed.triton",
+}
+
+
+@dataclasses.dataclass
+class ModelLaunch:
+    """A launch and where it comes from."""
+
+    model: str
+    img_size: int
+    op_name: str
+    launch: _triton.Launch
+
+
+def family(model_name: str) -> str:
+    """``vitzoo_cswin_b_384`` -> ``cswin``; the hosts keep their host: ``vitzoo_agent_swin_t`` -> ``agent_swin``."""
+    parts = model_name.removeprefix("vitzoo_").split("_")
+    return "_".join(parts[:2]) if parts[0] in {"agent", "inline", "flatten", "swin", "vitaev2"} else parts[0]
+
+
+def op_calls(model_name: str, img_size: int) -> list[OpCall]:
+    """Every attention op call of one forward of ``model_name`` at ``img_size`` (meta device, batch 1)."""
+    with torch.device("meta"):
+        try:  # models whose tables are sized at build time are built for the size they run at
+            model = timm.create_model(model_name, img_size=img_size)
+        except TypeError:
+            model = timm.create_model(model_name)
+    x = torch.empty(1, 3, img_size, img_size, device="meta")
+    with record_calls() as calls:
+        model(x)
+    return calls
+
+
+def _retyped(t, dtype: torch.dtype, batch: int):
+    """``t`` as a meta tensor of ``dtype`` with the batch set to ``batch``, keeping its strides (views stay views)."""
+    if isinstance(t, tuple):  # e.g. HaloNet's pair of relative-position tables
+        return tuple(_retyped(x, dtype, batch) for x in t)
+    if not isinstance(t, torch.Tensor):
+        return t
+    dtype = dtype if t.is_floating_point() else t.dtype  # bool masks and int indices keep their type
+    if t.dim() < 4:  # tables (bias, relative positions, masks) have no batch
+        return torch.empty_strided(t.shape, t.stride(), dtype=dtype, device="meta").requires_grad_(t.requires_grad)
+    shape = (batch, *t.shape[1:])
+    stride = t.stride()
+    return torch.empty_strided(shape, stride, dtype=dtype, device="meta").requires_grad_(t.requires_grad)
+
+
+def _call_key(call: OpCall) -> tuple:
+    def describe(x):
+        if isinstance(x, torch.Tensor):
+            return ("T", tuple(x.shape), x.stride(), str(x.dtype), x.requires_grad)
+        if isinstance(x, (tuple, list)):
+            return tuple(describe(y) for y in x)
+        return x
+
+    return call.op_name, describe(call.args), tuple(sorted((k, describe(v)) for k, v in call.kwargs.items()))
+
+
+def model_launches(
+    model_names: Iterable[str], img_sizes: Iterable[int], dtypes: Iterable[torch.dtype], batch: int = 64
+) -> list[ModelLaunch]:
+    """The Triton launches (forward and backward) of every model at every size and dtype, one per distinct op call.
+
+    Calls the Triton backend cannot run (its ``can_run`` refuses, e.g. a head dim above its limit) are left out: a
+    GPU would run them on another backend.
+    """
+    dtypes = tuple(dtypes)
+    seen: set[tuple] = set()
+    result = []
+    for name in model_names:
+        for size in img_sizes:
+            for call in op_calls(name, size):
+                key = _call_key(call)
+                if call.op_name not in TRITON_BACKENDS or key in seen:
+                    continue
+                seen.add(key)
+                backend = importlib.import_module(TRITON_BACKENDS[call.op_name])
+                for dtype in dtypes:
+                    args = tuple(_retyped(a, dtype, batch) for a in call.args)
+                    kwargs = {k: _retyped(v, dtype, batch) for k, v in call.kwargs.items()}
+                    with _triton.record_launches() as launches:
+                        if backend.can_run(*args, **kwargs) is not None:
+                            continue
+                        backend.record(*args, **kwargs)
+                    result.extend(ModelLaunch(name, size, call.op_name, launch) for launch in launches)
+    return result
+
+
+def distinct_launches(launches: Iterable[ModelLaunch]) -> list[ModelLaunch]:
+    """One launch per distinct compiled kernel (the first model that makes it), in first-seen order."""
+    from .ops._triton.aot import launch_key  # Triton's compiler is needed only here
+
+    seen: dict[tuple, ModelLaunch] = {}
+    for ml in launches:
+        seen.setdefault(launch_key(ml.launch), ml)
+    return list(seen.values())
