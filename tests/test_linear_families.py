@@ -7,9 +7,9 @@ import timm
 import torch
 import torch.nn.functional as F
 from test_checkpoints import random_official_state_dict
-from timm.models.swin_transformer import SwinTransformerBlock
 
 import vitzoo  # noqa: F401
+from vitzoo.layers import SwinWindowBlock
 from vitzoo.layers.global_attn import FocusedLinearAttention2d, InLineAttention2d, resize_agent_table
 from vitzoo.models._linear_mixers import GlobalMixerBlock, expand_attn_types
 
@@ -43,7 +43,7 @@ def test_block_layouts_follow_the_released_configs():
     assert _layout(pvt) == ["III", "IIII", "I" * 6, "III"]
     # Swin's softmax blocks: 7x7 windows, shifted on odd block indices (stage 4's 7x7 map cannot shift)
     stage3 = swin_b.stages[2].blocks
-    assert all(isinstance(b, SwinTransformerBlock) and b.window_size == (7, 7) for b in stage3[2:])
+    assert all(isinstance(b, SwinWindowBlock) and b.window_size == (7, 7) for b in stage3[2:])
     assert [b.shift_size for b in stage3[2:4]] == [(0, 0), (3, 3)]
     assert swin_b.stages[3].blocks[1].shift_size == (0, 0)
     # agents per stage 9-16-49-49, tables sized for the 224 maps 56-28-14

@@ -462,7 +462,9 @@ def test_flex_window_cuda_forward_backward_matches_reference(seed):
 # --- dispatch ----------------------------------------------------------------------------------------------------
 def test_forcing_unknown_backend_names_the_valid_ones():
     q, k, v = _qkv(1, 4, 4, 1, 4)
-    with pytest.raises(BackendUnavailable, match=r"unknown backend 'cudnn'.*\['triton', 'flex', 'reference'\]"):
+    with pytest.raises(
+        BackendUnavailable, match=r"unknown backend 'cudnn'.*\['triton', 'natten', 'flex', 'reference'\]"
+    ):
         window_attention(q, k, v, 2, backend="cudnn")
 
 
@@ -495,5 +497,6 @@ def test_use_backend_context_applies_to_ops_that_have_it(seed, monkeypatch):
     monkeypatch.setattr(natten_module, "forward", lambda *a, **kw: calls.append(1) or torch.zeros(1))
     with use_backend("natten"):
         neighborhood_attention(q, k, v, 3)
-        window_attention(q, k, v, 4)  # window attention has no natten backend: auto choice, no error
+        # routed attention has no natten backend: auto choice, no error
+        region_routed_attention(q.flatten(3), k.flatten(3), v.flatten(3), 2, 1, 2)
     assert calls == [1]

@@ -9,12 +9,14 @@ Transformer: Vision Transformer using Focused Linear Attention", Han et al., ICC
 Swin's 4x4 patch embedding, patch merging, pre-norm blocks (MLP ratio 4), final LayerNorm and mean pooling. Per the
 official ``attn_type`` string (see :mod:`vitzoo.models._linear_mixers`), a block either uses the new mixer over the
 whole stage map (the official configs set Swin's window to 56, the stage-1 map at 224, so these windows never
-partition) or keeps Swin's softmax attention in windows (7x7 at 224), shifted on odd blocks (timm's
-``SwinTransformerBlock``). The new mixers' resolution-tied tables are sized for ``img_size`` and resized to the
+partition) or keeps Swin's softmax attention in windows (7x7 at 224), shifted on odd blocks
+(:class:`vitzoo.layers.SwinWindowBlock`: timm's ``SwinTransformerBlock`` keys, attention through
+``window_attention``). The new mixers' resolution-tied tables are sized for ``img_size`` and resized to the
 actual map in every forward; the softmax window follows the official rule for ``img_size`` (7 at 224, 9 at 288 and
 12 at 384 for Agent / InLine, 12 above 224 for FLatten), whose relative-position tables are resized bicubically when
 a checkpoint of another window is loaded. Any input size >= 32 runs (the patch embedding pads to a multiple of 4,
-merging pads odd maps, window blocks pad to the window as timm's Swin does). Modules are
+merging pads odd maps, window blocks pad to the window and mask the padding; on a map side no larger than the
+window, the window shrinks to the side and that axis is not shifted, in every forward). Modules are
 ``stages.{i}.{downsample,blocks}``; :func:`checkpoint_filter_fn` converts official checkpoints, resizing their
 tables when ``img_size`` differs.
 """
@@ -28,9 +30,9 @@ import torch
 import torch.nn as nn
 from timm.layers import LayerNorm2d
 from timm.models import register_model
-from timm.models.swin_transformer import SwinTransformerBlock
 
 from ..hub import convert_checkpoint
+from ..layers.swin_window import SwinWindowBlock
 from ._contract import DownsampleStage, HierarchicalBackbone, drop_path_rates
 from ._factory import create_backbone
 from ._linear_mixers import (
@@ -96,13 +98,12 @@ class LinearSwin(HierarchicalBackbone):
                     blocks.append(GlobalMixerBlock(dim, attn, mlp_ratio, dpr[i][j]))
                 else:
                     blocks.append(
-                        SwinTransformerBlock(
+                        SwinWindowBlock(
                             dim,
                             sizes[i],
                             num_heads[i],
                             window_size=window_size,
                             shift_size=0 if j % 2 == 0 else window_size // 2,
-                            dynamic_mask=True,
                             mlp_ratio=mlp_ratio,
                             drop_path=dpr[i][j],
                         )  # fmt: skip

@@ -17,12 +17,24 @@ Padding. Padded keys are masked out, so any ``H, W >= 1`` is valid. With ``dilat
 ``wh * dh - 1`` rows, and some windows may then hold padding only: those attend without a padding mask (to their
 own zero keys) instead of producing NaN, and their outputs are dropped with the padding.
 
-Optional additive terms, both in the padded window grid:
+Shift (Swin's shifted windows). ``shift = (sh, sw)`` with ``0 <= sh < wh`` and, when ``sh > 0``, ``sh < H``
+(columns alike); it needs ``dilation=1``. The map is rolled cyclically by ``(-sh, -sw)`` (``torch.roll``: row ``r``
+of the rolled map holds row ``(r + sh) mod H``, column ``c`` column ``(c + sw) mod W``), then padded and cut into
+windows exactly as above, and the output is rolled back by ``(sh, sw)``. On top of the window rule, a query attends
+only to the keys of its window that lie in its own roll region: along H the rolled rows ``[0, H - sh)`` are one
+region and the wrapped rows ``[H - sh, H)`` another (columns alike with ``W - sw``); a token's region is the pair,
+so a window holds up to four. Padded keys stay masked as always. On a map the window divides this is exactly Swin's
+shifted-window mask (timm's ``SwinTransformerBlock`` with its ``attn_mask``, which adds -100 where this masks with
+-inf); on other maps it is the exact generalisation (timm builds its mask on the padded map, whose regions then
+differ from the roll's, and attends to the padding). ``shift=0`` is the plain op.
+
+Optional additive terms, both in the padded window grid (of the rolled map, when shifted):
 
 * ``bias``: ``[heads, N, N]`` with ``N = wh * ww`` (relative position bias over in-window positions), shared by
   every window;
 * ``mask``: ``[nW, N, N]`` with ``nW = (Hp / wh) * (Wp / ww)`` windows in the order above, either float (added to
-  the logits) or bool (``True`` = may attend), per window, e.g. the shifted-window mask.
+  the logits) or bool (``True`` = may attend), per window; with a shift it applies on top of the region rule
+  (Swin's shifted-window mask is ``shift``, not a ``mask``).
 """
 
 from __future__ import annotations
@@ -34,7 +46,7 @@ from .._dispatch import OpBackends, check_qkv, check_same_map
 
 __all__ = ["window_attention", "BACKENDS"]
 
-BACKENDS = OpBackends("window_attention", __name__, ["triton", "flex", "reference"])
+BACKENDS = OpBackends("window_attention", __name__, ["triton", "natten", "flex", "reference"])
 
 
 def window_attention(
@@ -44,6 +56,7 @@ def window_attention(
     window_size: int | tuple[int, int],
     *,
     dilation: int | tuple[int, int] = 1,
+    shift: int | tuple[int, int] = 0,
     bias: torch.Tensor | None = None,
     mask: torch.Tensor | None = None,
     scale: float | None = None,
@@ -57,11 +70,15 @@ def window_attention(
         v: Values ``[B, H, W, heads, Dv]``.
         window_size: Window height and width in tokens (an int means square).
         dilation: Spacing between the tokens of a window along H and W (an int means both); 1 = adjacent tokens.
+        shift: Swin's cyclic shift along H and W (an int means both), ``0 <= shift < window`` and smaller than the
+            map side on each shifted axis; needs ``dilation=1``. See the module docstring.
         bias: Optional additive bias ``[heads, N, N]``, ``N = wh * ww``, indexed by in-window positions.
         mask: Optional per-window mask ``[nW, N, N]``, additive float or bool (``True`` = attend), ``nW`` the
-            number of windows of the padded map (see the module docstring for their order).
+            number of windows of the padded (rolled, when shifted) map (see the module docstring for their order),
+            added on top of the shift's region mask.
         scale: Logit scale; defaults to ``D ** -0.5``.
-        backend: Force a backend (``'triton'``, ``'flex'`` or ``'reference'``); ``None`` chooses automatically.
+        backend: Force a backend (``'triton'``, ``'natten'``, ``'flex'`` or ``'reference'``; ``'natten'`` takes no
+            bias, mask or shift); ``None`` chooses automatically.
 
     Returns:
         ``[B, H, W, heads, Dv]``.
@@ -70,6 +87,7 @@ def window_attention(
     wh, ww = pair(window_size, "window_size")
     dh, dw = pair(dilation, "dilation")
     check_same_map("window_attention", q, k, v, "[B, H, W, heads]")
+    sh, sw = _check_shift(shift, (wh, ww), (dh, dw), tuple(q.shape[1:3]))
     n = wh * ww
     heads = q.shape[3]
     if bias is not None and tuple(bias.shape) != (heads, n, n):
@@ -82,5 +100,31 @@ def window_attention(
                 f"map in {wh}x{ww} windows with dilation {(dh, dw)}, got {tuple(mask.shape)}"
             )
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    fn = BACKENDS.choose(q, k, v, (wh, ww), dilation=(dh, dw), bias=bias, mask=mask, scale=scale, backend=backend)
-    return fn(q, k, v, (wh, ww), dilation=(dh, dw), bias=bias, mask=mask, scale=scale)
+    args = dict(dilation=(dh, dw), shift=(sh, sw), bias=bias, mask=mask, scale=scale)
+    fn = BACKENDS.choose(q, k, v, (wh, ww), backend=backend, **args)
+    return fn(q, k, v, (wh, ww), **args)
+
+
+def _check_shift(
+    shift: int | tuple[int, int], window: tuple[int, int], dilation: tuple[int, int], size: tuple[int, int]
+) -> tuple[int, int]:
+    """Normalise ``shift`` to a pair and raise a ValueError saying which rule it breaks."""
+    out = (shift, shift) if isinstance(shift, int) else tuple(shift) if isinstance(shift, (tuple, list)) else ()
+    if len(out) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) for s in out):
+        raise ValueError(f"window_attention: shift must be an int or a pair of ints, got {shift!r}")
+    if not any(out):
+        return 0, 0
+    for axis, s, win, side in zip("HW", out, window, size):
+        if not 0 <= s < win:
+            raise ValueError(
+                f"window_attention: shift must satisfy 0 <= shift < window on each axis, got shift {out} for "
+                f"window {window} (along {axis}: {s})"
+            )
+        if s >= side:
+            raise ValueError(
+                f"window_attention: shift {s} along {axis} needs a map side larger than it, got {size[0]}x{size[1]} "
+                "(a map that fits in one window along an axis is not shifted along it, as in Swin)"
+            )
+    if dilation != (1, 1):
+        raise ValueError(f"window_attention: shift is not defined with dilation > 1, got dilation {dilation}")
+    return out  # type: ignore[return-value]

@@ -2,10 +2,12 @@
 
 Tokens stay in row-major map order (no partition copy, no padding: padded keys simply do not exist); a query may
 attend to a key when both fall in the same (possibly dilated) window, and ``score_mod`` adds the bias and mask
-entries of their in-window positions. On CUDA the compiled kernel runs forward and backward; on CPU torch offers
-Flex forward only, uncompiled (it materialises the scores), so there it serves inference and tests and automatic
-choice leaves it out. Row-major tiles of 128 tokens cut across windows, so this backend is a baseline for the Triton
-kernel rather than a rival (see ``benchmarks/results``).
+entries of their in-window positions. Swin's cyclic shift costs no copy either: each flat token index is mapped to
+its row and column in the rolled map (``(row - sh) mod H``, ``(col - sw) mod W``), windows and positions are taken
+there, and a query may attend to a key only when both also lie in one roll region. On CUDA the compiled kernel runs
+forward and backward; on CPU torch offers Flex forward only, uncompiled (it materialises the scores), so there it
+serves inference and tests and automatic choice leaves it out. Row-major tiles of 128 tokens cut across windows, so
+this backend is a baseline for the Triton kernel rather than a rival (see ``benchmarks/results``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from .._common import padded_size
 from .._flex import flex_auto_reason, flex_reason, run_flex
 
 
-def can_run(q, k, v, window_size, *, dilation=(1, 1), bias=None, mask=None, scale=None) -> str | None:
+def can_run(q, k, v, window_size, *, dilation=(1, 1), shift=(0, 0), bias=None, mask=None, scale=None) -> str | None:
     reason = flex_reason(q, q, k, v, bias, mask)
     if reason is None and mask is not None and mask.requires_grad and torch.is_grad_enabled():
         return "no gradient for a learned mask"
@@ -39,40 +41,59 @@ def _window_of(row, col, wh, ww, dh, dw, windows_per_row):
     return win_row * windows_per_row + win_col, pos
 
 
+def _token(idx, h, w, window, dilation, shift, windows_per_row):
+    """Window, in-window position and roll region (``None`` when unshifted) of flat map token ``idx``.
+
+    With a shift, the token's coordinates are those it has in the rolled map, whose row ``r`` holds the original
+    row ``(r + sh) mod H``; the rolled rows ``[H - sh, H)`` (the wrapped ones) and ``[0, H - sh)`` are two regions,
+    columns alike, and the region code is ``2 * wrapped_row + wrapped_col``.
+    """
+    row, col = idx // w, idx % w
+    sh, sw = shift
+    region = None
+    if sh:
+        row = (row + (h - sh)) % h
+        region = (row >= h - sh).to(torch.int32) * 2
+    if sw:
+        col = (col + (w - sw)) % w
+        wrapped = (col >= w - sw).to(torch.int32)
+        region = wrapped if region is None else region + wrapped
+    win, pos = _window_of(row, col, *window, *dilation, windows_per_row)
+    return win, pos, region
+
+
 @functools.lru_cache(maxsize=64)
-def window_block_mask(h: int, w: int, window: tuple, dilation: tuple, device: str) -> BlockMask:
-    wh, ww = window
-    dh, dw = dilation
-    per_row = padded_size(w, ww * dw) // ww
+def window_block_mask(h: int, w: int, window: tuple, dilation: tuple, device: str, shift: tuple = (0, 0)) -> BlockMask:
+    per_row = padded_size(w, window[1] * dilation[1]) // window[1]
 
     def mask_mod(b, head, q_idx, kv_idx):
-        q_win, _ = _window_of(q_idx // w, q_idx % w, wh, ww, dh, dw, per_row)
-        k_win, _ = _window_of(kv_idx // w, kv_idx % w, wh, ww, dh, dw, per_row)
-        return q_win == k_win
+        q_win, _, q_region = _token(q_idx, h, w, window, dilation, shift, per_row)
+        k_win, _, k_region = _token(kv_idx, h, w, window, dilation, shift, per_row)
+        same = q_win == k_win
+        return same if q_region is None else same & (q_region == k_region)
 
     return create_block_mask(mask_mod, None, None, h * w, h * w, device=device)
 
 
-def forward(q, k, v, window_size, *, dilation=(1, 1), bias=None, mask=None, scale=None) -> torch.Tensor:
+def forward(q, k, v, window_size, *, dilation=(1, 1), shift=(0, 0), bias=None, mask=None, scale=None) -> torch.Tensor:
     b, h, w, heads, _ = q.shape
-    wh, ww = window_size
-    dh, dw = dilation
-    per_row = padded_size(w, ww * dw) // ww
+    window, dilation, shift = tuple(window_size), tuple(dilation), tuple(shift)
+    per_row = padded_size(w, window[1] * dilation[1]) // window[1]
     if mask is not None and mask.dtype == torch.bool:
         mask = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~mask, float("-inf"))
     score_mod = None
     if bias is not None or mask is not None:
 
         def score_mod(score, batch, head, q_idx, kv_idx):
-            q_win, q_pos = _window_of(q_idx // w, q_idx % w, wh, ww, dh, dw, per_row)
-            _, k_pos = _window_of(kv_idx // w, kv_idx % w, wh, ww, dh, dw, per_row)
+            q_win, q_pos, _ = _token(q_idx, h, w, window, dilation, shift, per_row)
+            _, k_pos, _ = _token(kv_idx, h, w, window, dilation, shift, per_row)
             if bias is not None:
                 score = score + bias[head, q_pos, k_pos]
             if mask is not None:
                 score = score + mask[q_win, q_pos, k_pos]
             return score
 
-    block_mask = window_block_mask(h, w, (wh, ww), (dh, dw), str(q.device))
+    block_mask = window_block_mask(h, w, window, dilation, str(q.device), shift)
     qf, kf, vf = (t.reshape(b, h * w, heads, t.shape[-1]).transpose(1, 2) for t in (q, k, v))  # B, heads, HW, D
     out = run_flex(qf, kf, vf, block_mask=block_mask, score_mod=score_mod, scale=scale)
     return out.transpose(1, 2).reshape(b, h, w, heads, v.shape[-1])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -46,10 +48,45 @@ def padding_key_mask(h: int, w: int, wh: int, ww: int, device: torch.device, dh:
     return valid | ~valid.any(dim=-1, keepdim=True)
 
 
-def forward(q, k, v, window_size, *, dilation=(1, 1), bias=None, mask=None, scale=None) -> torch.Tensor:
+def _build_region_mask(h: int, w: int, wh: int, ww: int, sh: int, sw: int, device: torch.device) -> torch.Tensor:
+    # roll region of every token of the rolled, padded map: rows [H - sh, Hp) are one region (the wrapped rows, and
+    # with them the bottom padding), rows [0, H - sh) the other; columns alike. Where the padding goes only matters
+    # for padded queries, whose outputs are dropped: with it in the wrapped region, the window of a padded query
+    # holds a real key of its region (in row H - 1 if the query is a padded row, in column W - 1 if a padded
+    # column), so no softmax row is left empty (which would give NaN, and NaN gradients to the window's keys).
+    hp, wp = padded_size(h, wh), padded_size(w, ww)
+    rows = torch.arange(hp, device=device) >= h - sh if sh else torch.zeros(hp, dtype=torch.bool, device=device)
+    cols = torch.arange(wp, device=device) >= w - sw if sw else torch.zeros(wp, dtype=torch.bool, device=device)
+    region = (rows[:, None] * 2 + cols[None, :]).to(torch.int8)  # Hp, Wp: codes 0..3
+    region = window_partition(region[None, :, :, None, None], wh, ww)[0, :, 0, :, 0]  # nW, N
+    return region[:, :, None] == region[:, None, :]  # nW, N (queries), N (keys)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_region_mask(h: int, w: int, wh: int, ww: int, sh: int, sw: int, device: torch.device) -> torch.Tensor:
+    return _build_region_mask(h, w, wh, ww, sh, sw, device)
+
+
+def _region_mask(h: int, w: int, wh: int, ww: int, sh: int, sw: int, device: torch.device) -> torch.Tensor:
+    """Bool ``[nW, N, N]``: True where query and key of a window of the rolled, padded map share a roll region.
+
+    Cached per shape and device. NOTE: the cached tensor is shared, so it is only read here (combined into a fresh
+    additive mask) and never handed to callers. Under ``torch.compile`` it is built in the graph instead (Dynamo
+    would ignore the cache and warn).
+    """
+    if torch.compiler.is_compiling():
+        return _build_region_mask(h, w, wh, ww, sh, sw, device)
+    return _cached_region_mask(h, w, wh, ww, sh, sw, device)
+
+
+def forward(q, k, v, window_size, *, dilation=(1, 1), shift=(0, 0), bias=None, mask=None, scale=None) -> torch.Tensor:
     wh, ww = window_size
     dh, dw = dilation
+    sh, sw = shift
     b, h, w, heads, _ = q.shape
+    shifted = sh > 0 or sw > 0
+    if shifted:  # Swin's cyclic shift: the map rolled up/left, windows cut from the rolled map
+        q, k, v = (torch.roll(t, shifts=(-sh, -sw), dims=(1, 2)) for t in (q, k, v))
     hp, wp = padded_size(h, wh * dh), padded_size(w, ww * dw)
     n_win, n = (hp // wh) * (wp // ww), wh * ww
     padded = hp != h or wp != w
@@ -68,15 +105,22 @@ def forward(q, k, v, window_size, *, dilation=(1, 1), bias=None, mask=None, scal
         if extra.dtype == torch.bool:
             extra = torch.zeros_like(extra, dtype=q.dtype).masked_fill(~extra, float("-inf"))
         attn_mask = extra.to(q.dtype) if attn_mask is None else attn_mask + extra.to(q.dtype)
+    allowed = None  # bool, [nW, 1, N | 1, N]: keys a query may attend to (real keys of its own roll region)
     if padded:
-        keys = padding_key_mask(h, w, wh, ww, q.device, dh, dw)[:, None, None, :]  # nW, 1, 1, N
-        pad = torch.zeros(keys.shape, dtype=q.dtype, device=q.device).masked_fill(~keys, float("-inf"))
-        attn_mask = pad if attn_mask is None else attn_mask + pad
+        allowed = padding_key_mask(h, w, wh, ww, q.device, dh, dw)[:, None, None, :]  # nW, 1, 1, N
+    if shifted:
+        region = _region_mask(h, w, wh, ww, sh, sw, q.device)[:, None]  # nW, 1, N, N
+        allowed = region if allowed is None else region & allowed
+    if allowed is not None:
+        blocked = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill(~allowed, float("-inf"))
+        attn_mask = blocked if attn_mask is None else attn_mask + blocked
     if attn_mask is not None:
         attn_mask = attn_mask.expand(n_win, heads, -1, n).reshape(1, n_win * heads, -1, n)
 
     out = F.scaled_dot_product_attention(qw, kw, vw, attn_mask=attn_mask, scale=scale)  # B, nW*heads, N, Dv
     if n_win == 1 and not padded:
-        return out.transpose(1, 2).reshape(b, h, w, heads, -1)
-    out = window_reverse(out.unflatten(1, (n_win, heads)), wh, ww, hp, wp, dh, dw)
-    return out[:, :h, :w] if padded else out
+        out = out.transpose(1, 2).reshape(b, h, w, heads, -1)
+    else:
+        out = window_reverse(out.unflatten(1, (n_win, heads)), wh, ww, hp, wp, dh, dw)
+        out = out[:, :h, :w] if padded else out
+    return torch.roll(out, shifts=(sh, sw), dims=(1, 2)) if shifted else out
