@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 # Pinned for this stack: torch 2.14 CPU/CUDA wheels, setuptools < 82 keeps pkg_resources for OpenMMLab.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1 setuptools==80.9.0
 
-.PHONY: demo test test-slow lint bench venv mmcv-full clean
+.PHONY: demo test test-slow lint bench gpu-check venv mmcv-full clean
 
 $(VENV)/.core: pyproject.toml
 	test -x $(PY) || $(PY_SYS) -m venv $(VENV)
@@ -52,6 +52,13 @@ lint: $(VENV)/.dev
 bench: $(VENV)/.core
 	$(PY) benchmarks/bench_models.py
 	$(PY) benchmarks/bench_resolution.py
+
+# One bounded (under 8 minutes) check on a lent GPU machine: GPU tests, op benchmark, model matrix, results in $$OUT.
+# No venv prerequisite: that machine runs its image's python3 on a copy of the working tree; see benchmarks/README.md.
+# PY is passed explicitly because this Makefile's own PY (the venv's) would otherwise reach the script's environment.
+GPU_PY ?= python3
+gpu-check:
+	PY=$(GPU_PY) bash benchmarks/gpu_check.sh
 
 # Full mmcv 2.1.0 with its compiled CPU ops, replacing mmcv-lite (about 10-17 minutes on 2 cores). torch 2.14's
 # headers need C++20 where mmcv's setup.py asks for C++17; vitzoo.mm then uses mmcv's kernels instead of its stand-ins.

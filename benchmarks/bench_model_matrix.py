@@ -1,8 +1,9 @@
 """Model-level throughput matrix: every family and timm's Swin-T / ConvNeXt-T / ViT-S, across execution settings.
 
     python benchmarks/bench_model_matrix.py [--device cuda|cpu] [--settings eager-bf16 compile-bf16 eager-fp32 ...]
-                                            [--backends auto reference] [--batch N] [--iters N] [--warmup N]
-                                            [--no-train] [--only TEXT] [--out-dir DIR]
+                                            [--backends auto reference] [--compile-backends auto reference]
+                                            [--batch N] [--iters N] [--warmup N] [--no-train] [--only TEXT]
+                                            [--peers TEXT ...] [--peers-first] [--max-seconds S] [--out-dir DIR]
 
 A setting is ``<eager|compile>-<fp32|bf16>[-cl]``: eager or ``torch.compile`` (default mode), plain fp32 or bf16
 autocast, and ``-cl`` for channels_last inputs and weights. For each setting and model it measures images/s of
@@ -10,7 +11,12 @@ autocast, and ``-cl`` for channels_last inputs and weights. For each setting and
 of ``--iters`` after ``--warmup`` untimed calls (which absorb compilation), and the training step's peak memory on
 CUDA. vitzoo models run once per ``--backends`` entry: ``auto`` (the op layer's automatic choice: Triton kernels on
 CUDA) and ``reference`` (every op forced to plain PyTorch), so the ratio of the two is what the fused kernels buy in
-the whole model. Writes ``<device>_model_matrix.json``, ``.md`` and ``.png`` to ``--out-dir``.
+the whole model (``--compile-backends`` narrows the list for the ``compile-*`` settings, whose compilation is the
+expensive part). Writes ``<device>_model_matrix.json``, ``.md`` and ``.png`` to ``--out-dir``; the JSON and Markdown
+are rewritten after every model (``"complete": false`` until the end), so a run killed from outside keeps what it
+measured. ``--max-seconds`` starts no new measurement once that much time has passed and records the ones it left
+out as rows whose ``error`` says so; ``--peers-first`` measures the timm peers before the families in each setting,
+so a time-limited run still has its baselines.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import time
 from pathlib import Path
 
 import timm
@@ -110,6 +117,7 @@ def markdown(result: dict) -> str:
         f"timm {env['timm']}. `auto / reference` divides the auto-backend throughput by the reference-backend one "
         "(what the fused kernels buy in the whole model); `x Swin-T` divides by timm's Swin-T in the same setting.",
         "",
+        *([] if result.get("complete", True) else ["**Incomplete**: the run was stopped before its last model.", ""]),
         "| setting | model | backends | input | infer img/s | train img/s | train peak MiB | infer auto / reference "
         "| train auto / reference | infer x Swin-T | train x Swin-T |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -125,8 +133,8 @@ def markdown(result: dict) -> str:
 
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['setting']} | {r['label']} | {r['backends']} | {r['img_size']} | failed: {r['error']} "
-                         "| | | | | | |")  # fmt: skip
+            what = r["error"] if r["error"].startswith("not run") else f"failed: {r['error']}"
+            lines.append(f"| {r['setting']} | {r['label']} | {r['backends']} | {r['img_size']} | {what} | | | | | | |")
             continue
         ref = find(r["setting"], r["model"], "reference") if r["backends"] == "auto" else {}
         swin = find(r["setting"], "swin_tiny_patch4_window7_224", "auto")
@@ -151,6 +159,11 @@ def plot(result: dict, path: Path) -> None:
     settings = list(dict.fromkeys(r["setting"] for r in rows))
     phases = [p for p in ("infer_img_s", "train_img_s") if any(p in r for r in rows)]
     labels = list(dict.fromkeys(r["label"] for r in rows))
+    if not rows:  # every model failed or was not reached: say so rather than leave a stale plot
+        fig = plt.figure(figsize=(7, 2))
+        fig.text(0.5, 0.5, f"{result['environment']['device_name']}: no model measured", ha="center", va="center")
+        fig.savefig(path, dpi=110)
+        return
     size = (7 * len(phases), 0.3 * len(labels) * len(settings) + 2)
     fig, axes = plt.subplots(len(settings), len(phases), figsize=size, squeeze=False)
     for i, setting in enumerate(settings):
@@ -171,44 +184,80 @@ def plot(result: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (``benchmarks/gpu_check.sh``'s test parses that script's arguments with it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--settings", type=parse_setting, nargs="+", default=None, help=f"default: {DEFAULTS}")
     parser.add_argument("--backends", nargs="+", choices=["auto", "reference"], default=["auto", "reference"])
+    parser.add_argument(
+        "--compile-backends", nargs="+", choices=["auto", "reference"], default=None, help="default: --backends"
+    )
     parser.add_argument("--batch", type=int, default=None, help="default: 64 on CUDA, 8 on CPU")
     parser.add_argument("--iters", type=int, default=None, help="default: 20 on CUDA, 3 on CPU")
     parser.add_argument("--warmup", type=int, default=None, help="default: 5 on CUDA, 1 on CPU")
     parser.add_argument("--no-train", action="store_true", help="inference only")
     parser.add_argument("--only", default=None, help="models whose label contains this text (peers always run)")
+    parser.add_argument(
+        "--peers", nargs="+", default=None, metavar="TEXT", help="the peers whose label contains one of these texts"
+    )
+    parser.add_argument("--peers-first", action="store_true", help="measure the peers before the families")
+    parser.add_argument(
+        "--max-seconds", type=float, default=None, help="start no new measurement after this many seconds"
+    )
     parser.add_argument("--out-dir", type=Path, default=Path(__file__).parent / "results")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     cuda = args.device == "cuda"
     settings = args.settings or [parse_setting(s) for s in DEFAULT_SETTINGS[args.device]]
     args.batch = args.batch or (64 if cuda else 8)
     args.iters, args.warmup = args.iters or (20 if cuda else 3), args.warmup or (5 if cuda else 1)
 
-    result = dict(environment=environment(args.device), batch=args.batch, iters=args.iters, warmup=args.warmup, rows=[])
-    models = [m for m in FAMILIES if not args.only or args.only in m[0]] + PEERS
+    started = time.monotonic()
+    result = dict(
+        environment=environment(args.device),
+        batch=args.batch,
+        iters=args.iters,
+        warmup=args.warmup,
+        max_seconds=args.max_seconds,
+        complete=False,
+        rows=[],
+    )
+    families = [m for m in FAMILIES if not args.only or args.only in m[0]]
+    peers = [m for m in PEERS if args.peers is None or any(text in m[0] for text in args.peers)]
+    models = peers + families if args.peers_first else families + peers
+    tag = "gpu" if cuda else "cpu"
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+
+    def write() -> None:
+        write_json_atomic(args.out_dir / f"{tag}_model_matrix.json", result)
+        write_text_atomic(args.out_dir / f"{tag}_model_matrix.md", markdown(result))
+
     for setting in settings:
+        setting_backends = args.compile_backends if setting["compile"] and args.compile_backends else args.backends
         for label, name, size in models:
-            for backends in args.backends if name.startswith("vitzoo_") else ["auto"]:
-                choice = use_backend("reference") if backends == "reference" else contextlib.nullcontext()
-                try:
-                    with choice:
-                        row = measure(name, size, setting, args)
-                except Exception as err:  # one model's failure is a result to record, not a reason to lose the rest
-                    row = dict(model=name, img_size=size, error=f"{type(err).__name__}: {err}"[:300])
+            for backends in setting_backends if name.startswith("vitzoo_") else ["auto"]:
+                if args.max_seconds is not None and time.monotonic() - started > args.max_seconds:
+                    row = dict(model=name, img_size=size, error=f"not run: --max-seconds {args.max_seconds:g} spent")
+                else:
+                    choice = use_backend("reference") if backends == "reference" else contextlib.nullcontext()
+                    try:
+                        with choice:
+                            row = measure(name, size, setting, args)
+                    except Exception as err:  # one model's failure is a result to record, not a reason to lose the rest
+                        row = dict(model=name, img_size=size, error=f"{type(err).__name__}: {err}"[:300])
+                    torch._dynamo.reset()
+                    if cuda:
+                        torch.cuda.empty_cache()
                 row.update(label=label, setting=setting["name"], backends=backends)
                 print(json.dumps(row), flush=True)
                 result["rows"].append(row)
-                torch._dynamo.reset()
-                if cuda:
-                    torch.cuda.empty_cache()
-    tag = "gpu" if cuda else "cpu"
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(args.out_dir / f"{tag}_model_matrix.json", result)
-    write_text_atomic(args.out_dir / f"{tag}_model_matrix.md", markdown(result))
+                write()
+    result["complete"] = True
+    write()
     plot(result, args.out_dir / f"{tag}_model_matrix.png")
     print(f"wrote {args.out_dir}/{tag}_model_matrix.{{json,md,png}}")
     return 0

@@ -1,7 +1,7 @@
 """Op-level benchmark: every 2-D attention primitive, every backend, at the shapes of the models' stages.
 
     python benchmarks/bench_ops.py [--device cuda|cpu] [--batch N] [--sizes 224 512] [--dtype bf16|fp32]
-                                   [--iters N] [--warmup N] [--out-dir DIR]
+                                   [--iters N] [--warmup N] [--max-seconds S] [--out-dir DIR]
 
 For each case (an op at one model stage's map size, heads and head dim, for a 224 or 512 input) and each
 implementation it times the forward (no autograd) and forward + backward (gradients of q, k, v and learned tables),
@@ -16,13 +16,16 @@ Achieved bandwidth counts the compulsory bytes only (q, k, v and tables read onc
 backward adds dO read and dQ, dK, dV written), achieved TFLOP/s the useful FLOPs (2 per multiply-add of q.k and p.v
 over the keys each query attends to; a backward costs 2.5 forwards). Both are set against the device's measured
 ceilings (a large device copy and a large matmul in ``--dtype``). Writes ``<device>_ops.json``, ``.md`` and ``.png``
-to ``--out-dir``.
+to ``--out-dir``; the JSON and Markdown are rewritten after every case (``"complete": false`` until the end), so a
+run killed from outside keeps what it measured. ``--max-seconds`` starts no new case once that much time has passed
+and lists the cases it left out under ``"not_run"``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -233,6 +236,7 @@ def markdown(result: dict) -> str:
         f"{ceil['matmul_tflop_s']:.1f} TFLOP/s. Bandwidth counts compulsory bytes only; `x official` and "
         "`x full SDPA` are speed-ups (higher is better).",
         "",
+        *_incomplete_note(result),
         "| case | map | impl | fwd ms | fwd GB/s (% of copy) | fwd TFLOP/s | fwd x official | fwd x full SDPA | "
         "fwd+bwd ms | fwd+bwd x official |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -253,6 +257,16 @@ def markdown(result: dict) -> str:
             f"{num(r.get('fwd_bwd_ms'), '.3f')} | {num(r.get('fwd_bwd_vs_official'), '.2f')} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _incomplete_note(result: dict) -> list[str]:
+    """Lines saying that the run stopped early and which cases it did not reach (none for a complete run)."""
+    lines = []
+    if not result.get("complete", True):
+        lines += ["**Incomplete**: the run was stopped before its last case.", ""]
+    if result.get("not_run"):
+        lines += [f"Not run (--max-seconds {result['max_seconds']:g} spent): {'; '.join(result['not_run'])}.", ""]
+    return lines
 
 
 def plot(result: dict, path: Path) -> None:
@@ -278,13 +292,15 @@ def plot(result: dict, path: Path) -> None:
         ax.set_title(f"{phase.replace('_', '+')}: speed-up over the official code")
         ax.set_xscale("log")
     axes[0].set_yticks([j + 0.4 for j in range(len(labels))], [f"{c} @{s}" for c, s in labels], fontsize=7)
-    axes[1].legend()
+    if impls:  # a run that measured nothing has no bars to label
+        axes[1].legend()
     fig.suptitle(f"{result['environment']['device_name']}, {result['dtype']}, batch {result['batch']}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (``benchmarks/gpu_check.sh``'s test parses that script's arguments with it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=None, help="default: 64 on CUDA, 2 on CPU")
@@ -293,14 +309,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iters", type=int, default=None, help="default: 20 on CUDA, 3 on CPU")
     parser.add_argument("--warmup", type=int, default=None, help="default: 5 on CUDA, 1 on CPU")
     parser.add_argument("--only", default=None, help="run the cases whose name contains this text")
+    parser.add_argument(
+        "--max-seconds", type=float, default=None, help="start no new case after this many seconds (default: no limit)"
+    )
     parser.add_argument("--out-dir", type=Path, default=Path(__file__).parent / "results")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     cuda = args.device == "cuda"
     batch = args.batch or (64 if cuda else 2)
     dtype_name = args.dtype or ("bf16" if cuda else "fp32")
     dtype = torch.bfloat16 if dtype_name == "bf16" else torch.float32
     iters, warmup = args.iters or (20 if cuda else 3), args.warmup or (5 if cuda else 1)
 
+    started = time.monotonic()
     torch.manual_seed(0)
     result = {
         "environment": environment(args.device),
@@ -308,23 +332,35 @@ def main(argv: list[str] | None = None) -> int:
         "batch": batch,
         "iters": iters,
         "warmup": warmup,
+        "max_seconds": args.max_seconds,
+        "complete": False,
         "ceilings": measure_ceilings(args.device, dtype),
         "rows": [],
+        "not_run": [],
     }
+    tag = "gpu" if cuda else "cpu"
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+
+    def write() -> None:
+        add_ratios(result["rows"])
+        write_json_atomic(args.out_dir / f"{tag}_ops.json", result)
+        write_text_atomic(args.out_dir / f"{tag}_ops.md", markdown(result))
+
     for size in args.sizes:
         for case in cases(size):
             if args.only and args.only not in case.name:
+                continue
+            if args.max_seconds is not None and time.monotonic() - started > args.max_seconds:
+                result["not_run"].append(f"{case.name} @{case.map_size}")
                 continue
             rows = run_case(case, batch, dtype, args.device, iters, warmup)
             for r in rows:
                 print(f"{r['case']:45s} {size:4d} {r['impl']:10s} {r.get('fwd_ms', float('nan')):9.3f} ms "
                       f"{r.get('fwd_bwd_ms', float('nan')):9.3f} ms {r.get('error', '')}", flush=True)  # fmt: skip
             result["rows"].extend(rows)
-    add_ratios(result["rows"])
-    tag = "gpu" if cuda else "cpu"
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(args.out_dir / f"{tag}_ops.json", result)
-    write_text_atomic(args.out_dir / f"{tag}_ops.md", markdown(result))
+            write()
+    result["complete"] = True
+    write()
     plot(result, args.out_dir / f"{tag}_ops.png")
     print(f"wrote {args.out_dir}/{tag}_ops.{{json,md,png}}")
     return 0

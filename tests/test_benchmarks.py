@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import os
+import re
+import shlex
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+ROOT = Path(__file__).parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench_model_matrix  # noqa: E402
 import bench_ops  # noqa: E402
 import official_ops  # noqa: E402
 
+from vitzoo import benchmark  # noqa: E402
 from vitzoo.ops import halo_attention, region_routed_attention, window_attention  # noqa: E402
 
 
@@ -67,3 +74,125 @@ def test_bench_model_matrix_compares_backends_and_rejects_bad_settings(tmp_path,
     assert (tmp_path / "cpu_model_matrix.png").stat().st_size > 0
     with pytest.raises(SystemExit):
         bench_model_matrix.main(["--settings", "jit-fp16"])
+
+
+def test_bench_ops_max_seconds_lists_the_cases_it_did_not_run(tmp_path):
+    argv = ["--device", "cpu", "--sizes", "224", "--only", "CSWin-T s3", "--max-seconds", "0"]
+    assert bench_ops.main([*argv, "--out-dir", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "cpu_ops.json").read_text())
+    assert result["rows"] == [] and result["complete"] is True
+    assert result["not_run"] == ["CSWin-T s3 stripe 7xW (one branch) @14"]
+    assert "Not run (--max-seconds 0 spent): CSWin-T s3" in (tmp_path / "cpu_ops.md").read_text()
+
+
+def test_bench_model_matrix_budget_peer_order_and_compile_backends(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench_model_matrix, "FAMILIES", [("CSWin-T", "vitzoo_cswin_t", 64)])
+    argv = ["--device", "cpu", "--settings", "eager-fp32", "compile-fp32", "--compile-backends", "auto"]
+    argv += ["--peers", "Swin-T", "--peers-first", "--max-seconds", "0", "--out-dir", str(tmp_path)]
+    assert bench_model_matrix.main(argv) == 0  # a spent budget measures nothing: no model is built
+    result = json.loads((tmp_path / "cpu_model_matrix.json").read_text())
+    assert [(r["setting"], r["label"], r["backends"]) for r in result["rows"]] == [
+        ("eager-fp32", "timm Swin-T", "auto"),
+        ("eager-fp32", "CSWin-T", "auto"),
+        ("eager-fp32", "CSWin-T", "reference"),
+        ("compile-fp32", "timm Swin-T", "auto"),
+        ("compile-fp32", "CSWin-T", "auto"),
+    ]
+    assert all(r["error"] == "not run: --max-seconds 0 spent" for r in result["rows"]) and result["complete"]
+    assert "| not run: --max-seconds 0 spent |" in (tmp_path / "cpu_model_matrix.md").read_text()
+    assert (tmp_path / "cpu_model_matrix.png").stat().st_size > 0
+
+
+def test_benchmark_model_autocasts_in_the_dtype_asked_for(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert benchmark.resolve_amp_dtype(cpu, False, None) is None
+    assert benchmark.resolve_amp_dtype(cpu, True, None) is torch.bfloat16
+    assert benchmark.resolve_amp_dtype(cuda, True, None) is torch.float16
+    assert benchmark.resolve_amp_dtype(cuda, False, "bf16") is torch.bfloat16  # amp_dtype turns autocast on
+    with pytest.raises(ValueError, match="amp_dtype must be one of"):
+        benchmark.resolve_amp_dtype(cpu, True, "int8")
+    with pytest.raises(ValueError, match="float16 or bfloat16"):
+        benchmark.resolve_amp_dtype(cpu, True, torch.float64)
+
+    autocast_dtypes = []
+    real_autocast = benchmark._autocast
+
+    def recording_autocast(device, dtype):
+        autocast_dtypes.append(dtype)
+        return real_autocast(device, dtype)
+
+    monkeypatch.setattr(benchmark, "_autocast", recording_autocast)
+    # timm's tiny test model: a vitzoo model's depthwise convolutions take tens of seconds in bf16 on a busy CPU
+    result = benchmark.benchmark_model(
+        "test_vit", 2, 32, amp_dtype="bf16", warmup=0, iters=1, train=True, progress=False
+    )
+    assert result["dtype"] == "bfloat16 autocast" and result["train_img_s"] > 0
+    assert autocast_dtypes == [torch.bfloat16, torch.bfloat16]  # one inference and one training step
+
+
+GPU_CHECK = ROOT / "benchmarks" / "gpu_check.sh"
+# Not in the GPU machine's image (device KINDS.md): a test file importing one at module level fails collection there.
+ABSENT_ON_GPU_MACHINE = {"natten", "mmengine", "mmcv", "mmseg", "mmdet", "mmpretrain"}
+
+
+def test_gpu_check_script_is_valid_bash():
+    subprocess.run(["bash", "-n", str(GPU_CHECK)], check=True)
+
+
+def _module_level_imports(path: Path) -> set[str]:
+    """Top-level package names that ``path`` imports unconditionally (guarded ``try`` imports are not counted)."""
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_gpu_check_dry_run_checks_the_environment_and_bounds_every_step(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPU_CHECK_")}
+    env.update(PY=sys.executable, OUT=str(tmp_path))
+    proc = subprocess.run(
+        ["bash", str(GPU_CHECK), "--dry-run"], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    env_txt = (tmp_path / "gpu_env.txt").read_text()
+    assert f"vitzoo 0.1.0 from {ROOT}/vitzoo/__init__.py" in env_txt  # the working tree, not an installed copy
+    assert "cuda available: False" in env_txt and "## steps" in env_txt
+    commands = [shlex.split(line[2:]) for line in proc.stdout.splitlines() if line.startswith("+ timeout ")]
+    assert len(commands) == 3, proc.stdout
+
+    # worst case: every step, the 45 s environment step first, runs to its bound and its kill grace; 8 minutes in all
+    spent = 45 + 10
+    for cmd in commands:
+        assert cmd[:2] == ["timeout", "--kill-after=10"]
+        bound = int(cmd[2])
+        assert bound >= 20  # no step is squeezed out of the default budget
+        spent += bound + 10
+    assert spent < 8 * 60
+    tests_cmd, ops_cmd, matrix_cmd = (cmd[3:] for cmd in commands)
+
+    # the gpu-marked tests: every file that has one, and none that imports what the GPU machine lacks
+    assert tests_cmd[:5] == [sys.executable, "-m", "pytest", "-q", "-m"] and tests_cmd[5] == "gpu"
+    files = {arg for arg in tests_cmd if arg.endswith(".py")}
+    gpu_marker = re.compile(r"^\s*@pytest\.mark\.gpu\b|^pytestmark\b.*\bgpu\b", re.MULTILINE)
+    marked = {f"tests/{f.name}" for f in (ROOT / "tests").glob("test_*.py") if gpu_marker.search(f.read_text())}
+    assert files == marked
+    for path in [ROOT / "tests" / "conftest.py", *(ROOT / f for f in files)]:
+        assert not _module_level_imports(path) & ABSENT_ON_GPU_MACHINE, path
+
+    # the benchmarks: their own parsers accept the command lines, which ask for what the GPU check is for
+    assert ops_cmd[1] == "benchmarks/bench_ops.py"
+    ops = bench_ops.build_parser().parse_args(ops_cmd[2:])
+    assert (ops.device, ops.batch, ops.dtype, ops.sizes, ops.out_dir) == ("cuda", 64, "bf16", [224, 512], tmp_path)
+    assert 0 < ops.max_seconds < int(commands[1][2]) and ops.iters <= 10
+    assert matrix_cmd[1] == "benchmarks/bench_model_matrix.py"
+    matrix = bench_model_matrix.build_parser().parse_args(matrix_cmd[2:])
+    assert [s["name"] for s in matrix.settings] == ["eager-bf16", "compile-bf16"]
+    assert (matrix.device, matrix.batch, matrix.out_dir) == ("cuda", 64, tmp_path)
+    assert matrix.backends == ["auto", "reference"] and matrix.compile_backends == ["auto"]
+    assert matrix.only is None and matrix.peers_first and matrix.warmup >= 1  # every family; compile untimed
+    peers = [label for label, _, _ in bench_model_matrix.PEERS if any(t in label for t in matrix.peers)]
+    assert peers == ["timm Swin-T", "timm ConvNeXt-T"]
+    assert 0 < matrix.max_seconds < int(commands[2][2])

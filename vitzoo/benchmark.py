@@ -44,6 +44,7 @@ __all__ = [
     "environment",
     "median_ms",
     "percentile",
+    "resolve_amp_dtype",
     "time_steps",
     "write_json_atomic",
     "write_text_atomic",
@@ -102,18 +103,36 @@ def environment(device: str | torch.device = "cpu") -> dict:
     }
 
 
-def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
+_AMP_DTYPES = {"float16": torch.float16, "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def resolve_amp_dtype(device: torch.device, amp: bool, amp_dtype: torch.dtype | str | None) -> torch.dtype | None:
+    """The autocast dtype that ``amp`` / ``amp_dtype`` ask for on ``device``; ``None`` means no autocast.
+
+    ``amp_dtype`` (a dtype or ``"float16"`` / ``"fp16"`` / ``"bfloat16"`` / ``"bf16"``) turns autocast on by itself;
+    ``amp`` alone takes the device's default: float16 on CUDA, bfloat16 on CPU (float16 has no fast CPU kernels).
+    """
+    if isinstance(amp_dtype, str):
+        if amp_dtype not in _AMP_DTYPES:
+            raise ValueError(f"amp_dtype must be one of {sorted(_AMP_DTYPES)} or a torch dtype, got {amp_dtype!r}")
+        amp_dtype = _AMP_DTYPES[amp_dtype]
+    if amp_dtype is not None:
+        if amp_dtype not in (torch.float16, torch.bfloat16):
+            raise ValueError(f"autocast runs in float16 or bfloat16, got {amp_dtype}")
+        return amp_dtype
     if not amp:
+        return None
+    return torch.float16 if device.type == "cuda" else torch.bfloat16
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
         return contextlib.nullcontext()
-    # float16 has no fast CPU kernels; bfloat16 does, and needs no loss scaling.
-    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _dtype_label(device: torch.device, amp: bool) -> str:
-    if not amp:
-        return "float32"
-    return ("float16" if device.type == "cuda" else "bfloat16") + " autocast"
+def _dtype_label(dtype: torch.dtype | None) -> str:
+    return "float32" if dtype is None else f"{str(dtype).removeprefix('torch.')} autocast"
 
 
 def _sync(device: torch.device) -> None:
@@ -190,6 +209,7 @@ def benchmark_model(
     channels_last: bool = False,
     compile: bool = False,
     amp: bool = False,
+    amp_dtype: torch.dtype | str | None = None,
     warmup: int = 2,
     iters: int = 10,
     train: bool = True,
@@ -204,7 +224,9 @@ def benchmark_model(
         device: ``"cpu"`` or ``"cuda"`` (or a ``torch.device``).
         channels_last: Convert the model and inputs to ``torch.channels_last``.
         compile: Wrap the model in ``torch.compile``; compilation happens during warm-up.
-        amp: Run under ``torch.autocast`` (bfloat16 on CPU, float16 on CUDA with a gradient scaler).
+        amp: Run under ``torch.autocast`` in the device's default dtype: bfloat16 on CPU, float16 on CUDA.
+        amp_dtype: Run under ``torch.autocast`` in this dtype (``torch.bfloat16`` / ``"bf16"``, ``torch.float16`` /
+            ``"fp16"``), whatever ``amp`` says. Training in float16 uses a gradient scaler; bfloat16 needs none.
         warmup: Untimed batches before each timed phase.
         iters: Timed batches per phase.
         train: Also time training steps.
@@ -222,6 +244,7 @@ def benchmark_model(
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' was requested but torch.cuda.is_available() is False")
+    autocast_dtype = resolve_amp_dtype(device, amp, amp_dtype)
     img_size = img_size or default_img_size(name)
     kwargs = _create_kwargs(name, img_size)
 
@@ -238,7 +261,7 @@ def benchmark_model(
         "batch_size": batch_size,
         "img_size": img_size,
         "device": str(device),
-        "dtype": _dtype_label(device, amp),
+        "dtype": _dtype_label(autocast_dtype),
         "channels_last": channels_last,
         "compile": compile,
         "warmup": warmup,
@@ -258,7 +281,7 @@ def benchmark_model(
         model.eval()
 
         def infer_step() -> None:
-            with torch.inference_mode(), _autocast(device, amp):
+            with torch.inference_mode(), _autocast(device, autocast_dtype):
                 runner(x)
 
         times = time_steps(infer_step, device, warmup, iters, f"{name} bs{batch_size} infer", progress)
@@ -268,11 +291,12 @@ def benchmark_model(
             model.train()
             target = torch.randint(0, model.num_classes, (batch_size,), device=device)
             optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-            scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
+            # bfloat16 has float32's exponent range: only float16 gradients need scaling against underflow
+            scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
 
             def train_step() -> None:
                 optimizer.zero_grad(set_to_none=True)
-                with _autocast(device, amp):
+                with _autocast(device, autocast_dtype):
                     loss = F.cross_entropy(runner(x), target)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)

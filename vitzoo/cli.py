@@ -226,6 +226,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 channels_last=args.channels_last,
                 compile=args.compile,
                 amp=args.amp,
+                amp_dtype=args.amp_dtype,
                 warmup=args.warmup,
                 iters=args.iters,
                 train=not args.no_train,
@@ -275,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (compiles during warm-up)")
     p.add_argument("--amp", action="store_true", help="autocast: bfloat16 on CPU, float16 on CUDA")
+    p.add_argument("--amp-dtype", choices=["bf16", "fp16"], default=None, help="autocast in this dtype (implies --amp)")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
     p.add_argument("--warmup", type=_int_at_least(0), default=2, help="untimed batches before each phase")
     p.add_argument("--iters", type=_int_at_least(1), default=10, help="timed batches per phase")
