@@ -41,6 +41,12 @@ def test_generated_configs_are_current_and_cover_every_family_and_task():
     assert len(configs) == 6 * len(gen_configs.FAMILIES)  # ImageNet, UPerNet, VWFormer, Mask R-CNN 1x / 3x, RetinaNet
 
 
+def test_cached_channels_are_a_fresh_list_per_caller():
+    first = gen_configs._channels("vitzoo_van_b0")
+    first.append(-1)  # a caller that edits its list must not change what the next caller gets
+    assert gen_configs._channels("vitzoo_van_b0") == [32, 64, 160, 256]
+
+
 def _backbone_on_meta(cfg: Config) -> vitzoo.mm.VitzooBackbone:
     kwargs = {k: v for k, v in cfg.model.backbone.items() if k not in ("type", "init_cfg", "_scope_")}
     with torch.device("meta"):

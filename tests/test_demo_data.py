@@ -28,6 +28,16 @@ def data(tmp_path_factory) -> dict[str, pathlib.Path]:
     return demo.make_demo_data(tmp_path_factory.mktemp("demo"), scale=SCALE)
 
 
+def test_cached_coordinate_grid_cannot_be_edited_by_a_caller():
+    """``_grid`` is cached: every image of one size gets the same arrays, so they must refuse in-place writes."""
+    yy, xx = demo._grid(6, 9)
+    assert demo._grid(6, 9)[0] is yy  # really shared: this is the cache the guard is for
+    for arr in (yy, xx):
+        with pytest.raises(ValueError, match="read-only"):
+            arr += 1
+    assert yy[0, 0] == xx[0, 0] == 0.5
+
+
 def test_deterministic_and_complete(data, tmp_path):
     again = demo.make_demo_data(tmp_path, scale=SCALE)
     for name in demo.DATASETS:

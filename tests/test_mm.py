@@ -163,9 +163,13 @@ def demo_batches(tmp_path_factory) -> dict[str, dict]:
 
     from mmengine.config import Config
     from mmengine.dataset import pseudo_collate
+    from mmengine.registry import DefaultScope
 
     sys.path.insert(0, str(ROOT / "tools"))
-    from make_demo_data import make_demo_data
+    try:
+        from make_demo_data import make_demo_data
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
 
     roots = make_demo_data(tmp_path_factory.mktemp("demo"), which=("ade20k", "coco"), scale=0.05)
     batches = {}
@@ -173,13 +177,15 @@ def demo_batches(tmp_path_factory) -> dict[str, dict]:
         ("mmseg", "ade20k_demo.py", str(roots["ade20k"])),
         ("mmdet", "coco_instance_demo.py", str(roots["coco"]) + "/"),
     ):
-        importlib.import_module(f"{task}.utils").register_all_modules(init_default_scope=True)
+        importlib.import_module(f"{task}.utils").register_all_modules(init_default_scope=False)
         dataset = Config.fromfile(str(ROOT / "configs" / "_base_" / "datasets" / base)).train_dataloader.dataset
         dataset.data_root = root
         if task == "mmseg":  # crops of 64x96 keep the thirty steps below quick
             dataset.pipeline[2:] = [dict(type="RandomCrop", crop_size=(64, 96)), dict(type="PackSegInputs")]
-        built = importlib.import_module(f"{task}.registry").DATASETS.build(dataset)
-        batches[task] = pseudo_collate([built[0], built[1]])
+        # the pipeline's transforms are looked up in the task's scope; a module fixture must not leave it current
+        with DefaultScope.overwrite_default_scope(task):
+            built = importlib.import_module(f"{task}.registry").DATASETS.build(dataset)
+            batches[task] = pseudo_collate([built[0], built[1]])
     return batches
 
 

@@ -246,9 +246,13 @@ def _create(model: str, **kwargs):
         return timm.create_model(model, **kwargs)
 
 
-@functools.cache
 def _channels(model: str, **kwargs) -> list[int]:
-    return _create(model, features_only=True, **kwargs).feature_info.channels()
+    return list(_cached_channels(model, **kwargs))  # a fresh list: the cached value is shared by every caller
+
+
+@functools.cache
+def _cached_channels(model: str, **kwargs) -> tuple[int, ...]:
+    return tuple(_create(model, features_only=True, **kwargs).feature_info.channels())
 
 
 @functools.cache

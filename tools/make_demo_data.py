@@ -124,8 +124,13 @@ def _rng(seed: int, dataset: str, split: str, *index: int) -> np.random.Generato
 
 @lru_cache(maxsize=8)
 def _grid(h: int, w: int) -> tuple[Array, Array]:
-    """Pixel-centre coordinates (y, x), shared by all textures of one image size."""
+    """Pixel-centre coordinates (y, x), shared by all textures of one image size.
+
+    Read-only: the cache hands the same arrays to every caller, so an in-place edit by one image would change all
+    later images of that size (and the dataset's bytes would depend on the order the images were drawn in).
+    """
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5
+    yy.flags.writeable = xx.flags.writeable = False
     return yy, xx
 
 
