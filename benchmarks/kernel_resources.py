@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 from pathlib import Path
 
 import timm
@@ -28,21 +29,33 @@ from vitzoo.ops._triton import aot
 RESULTS = Path(__file__).parent / "results"
 TARGETS = (80, 90)
 IMG_SIZES = (224, 512)
-DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="", help="comma-separated model names (default: every vitzoo model)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(IMG_SIZES))
+    parser.add_argument("--dtypes", nargs="+", choices=["fp16", "bf16", "fp32"], default=["fp16", "bf16", "fp32"])
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, default=RESULTS / "kernel_resources")
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # progress lines show while compiling
     names = args.models.split(",") if args.models else sorted(timm.list_models("vitzoo_*"))
-    launches = distinct_launches(model_launches(names, IMG_SIZES, DTYPES))
-    rows = aot.compile_all([(ml.launch, cc) for ml in launches for cc in TARGETS], processes=args.jobs)
-    records = []
-    for (ml, cc), res in zip([(ml, cc) for ml in launches for cc in TARGETS], rows):
-        records.append(dict(model=ml.model, img_size=ml.img_size, op=ml.op_name, **res.as_dict()))
+    dtypes = [dict(fp16=torch.float16, bf16=torch.bfloat16, fp32=torch.float32)[d] for d in args.dtypes]
+    launches = distinct_launches(model_launches(names, args.sizes, dtypes))
+    print(f"{len(launches)} distinct kernels from {len(names)} models", flush=True)
+
+    def progress(done: int, total: int, res: aot.Resources) -> None:
+        flag = "" if res.fits else "  <-- does not fit"
+        usage = f"{res.registers} regs, spills {res.spill_stores}/{res.spill_loads}, shared {res.shared_bytes}"
+        print(f"[{done}/{total}] sm_{res.capability} {res.kernel} {res.config}: {usage}, {res.compile_s:.1f}s{flag}")
+
+    jobs = [(ml.launch, cc) for ml in launches for cc in TARGETS]
+    rows = aot.compile_all(jobs, processes=args.jobs, progress=progress)
+    records = [
+        dict(model=ml.model, img_size=ml.img_size, op=ml.op_name, **res.as_dict())
+        for ml, res in zip([ml for ml in launches for _ in TARGETS], rows)
+    ]
     meta = dict(triton=triton.__version__, torch=torch.__version__, python=platform.python_version())
     args.out.with_suffix(".json").write_text(json.dumps(dict(meta=meta, records=records), indent=1) + "\n")
     args.out.with_suffix(".md").write_text(markdown(records, meta))

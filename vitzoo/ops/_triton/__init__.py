@@ -75,9 +75,12 @@ def block_size(n: int, low: int = 16, high: int = 64) -> int:
 
 
 def dot_precision(dtype: torch.dtype) -> str:
-    """fp32 inputs use three-pass TF32 dot products (tensor cores, about fp32 accuracy) so results match the
-    reference to fp32 accuracy; plain "ieee" dots run on the FMA units and spill at every useful tile size."""
-    return "tf32x3" if dtype == torch.float32 else "tf32"
+    """fp32 inputs use full-precision dot products (no TF32) so results match the reference to fp32 accuracy.
+
+    They run on the FMA units, not tensor cores: fp32 is the accuracy path (training runs bf16 autocast). Three-pass
+    TF32 ("tf32x3") was tried and holds three times the operands: it spilled at every tile size that fits a window.
+    """
+    return "ieee" if dtype == torch.float32 else "tf32"
 
 
 @dataclasses.dataclass
@@ -129,9 +132,13 @@ class TileConfig:
     block_n: int
     num_warps: int
     num_stages: int
+    max_registers: int | None = None  # ptxas' per-thread register ceiling (``maxnreg``); None leaves its default
 
     def options(self) -> dict[str, int]:
-        return dict(BLOCK_M=self.block_m, BLOCK_N=self.block_n, num_warps=self.num_warps, num_stages=self.num_stages)
+        options = dict(BLOCK_M=self.block_m, BLOCK_N=self.block_n, num_warps=self.num_warps, num_stages=self.num_stages)
+        if self.max_registers is not None:
+            options["maxnreg"] = self.max_registers
+        return options
 
 
 def head_block(*dims: int) -> int:
@@ -193,3 +200,37 @@ def _compile_reason(rec: Launch, device: int) -> str | None:
         except OutOfResources as e:
             return f"{rec.kernel.fn.__name__} {rec.kwargs} does not fit this GPU: {e}"
     return None
+
+
+def tile_for(
+    m: int, n: int, width: int, dtype: torch.dtype, backward: bool, biased: bool, steps: int = 0
+) -> TileConfig:
+    """Tiles for ``m`` queries and ``n`` keys per work item and head dims up to ``width``: the rule every kernel shares.
+
+    Score tiles are ``block x block`` fp32 and operand tiles ``block x width``, so wide heads take smaller tiles.
+    fp32 runs its dots on the FMA units at full precision: a step smaller. The backward keeps more tiles live (dS,
+    the dK / dV accumulators) and a bias, mask or gathered position term adds pointer tiles, so a wide or biased
+    backward (and a biased fp32 forward) takes a step smaller, and an fp32 backward always works in 16-wide tiles.
+    ``steps`` halves further for kernels that hold more. 64 x 64 score tiles, and operand tiles of 2048 elements or
+    more (whose 64-bit pointer tiles alone take dozens of registers), need 8 warps: 4 would spill at 255 registers a
+    thread. More than one key tile (in half precision) streams keys through two pipeline stages.
+    ``tests/test_kernels_compile.py`` compiles every model launch for sm_80 and sm_90 and holds these rules to no
+    spills within shared memory.
+    """
+    fp32 = dtype == torch.float32
+    high = 64 if width <= 64 else 32 if width <= 128 else 16
+    if fp32:
+        high //= 2
+    if (backward and (width > 32 or biased)) or (fp32 and biased):
+        high //= 2
+    if fp32 and backward:
+        high = 16
+    high = max(16, high >> steps)
+    block_m, block_n = block_size(m, 16, high), block_size(n, 16, high)
+    big = block_m * block_n >= 64 * 64 or max(block_m, block_n) * width >= 32 * 64
+    warps = 8 if big and not fp32 else 4  # FMA-unit (fp32) dots spill more, not less, across 8 warps
+    # one key tile has nothing to pipeline; fp32 FMA dots gain nothing from it and spill with it on sm_80
+    stages = 1 if n <= block_n or fp32 else 2
+    # fp32 FMA dots: left to its default, ptxas caps some of these kernels at 64-96 registers and spills a few bytes
+    # (seen on sm_80 and sm_90); the full 255 removes that
+    return TileConfig(block_m, block_n, warps, stages, max_registers=255 if fp32 else None)

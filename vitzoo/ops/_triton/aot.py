@@ -18,6 +18,7 @@ import io
 import multiprocessing
 import re
 import time
+from collections.abc import Callable
 
 import triton
 from triton.backends.compiler import GPUTarget
@@ -83,7 +84,7 @@ def describe(launch: Launch) -> str:
     values = dict(zip([p.name for p in launch.kernel.params], launch.args))
     values.update(launch.kwargs)
     parts = [f"{n}={values[n]}" for n in names if n in values]
-    parts += [f"{k}={launch.kwargs[k]}" for k in ("num_warps", "num_stages") if k in launch.kwargs]
+    parts += [f"{k}={launch.kwargs[k]}" for k in ("num_warps", "num_stages", "maxnreg") if k in launch.kwargs]
     dtypes = sorted({str(a.dtype).removeprefix("torch.") for a in launch.args if hasattr(a, "data_ptr")})
     return " ".join([*parts, "dtypes=" + "/".join(dtypes)])
 
@@ -139,13 +140,26 @@ def _compile_job(i: int) -> Resources:
     return compile_launch(*_JOBS[i])
 
 
-def compile_all(jobs: list[tuple[Launch, int]], processes: int = 1) -> list[Resources]:
-    """:func:`compile_launch` of every ``(launch, capability)``, in ``processes`` forked workers (ptxas is serial)."""
+def compile_all(
+    jobs: list[tuple[Launch, int]], processes: int = 1, progress: Callable[[int, int, Resources], None] | None = None
+) -> list[Resources]:
+    """:func:`compile_launch` of every ``(launch, capability)``, in ``processes`` forked workers (ptxas is serial);
+    ``progress(done, total, resources)`` is called after each."""
     if processes <= 1 or len(jobs) < 2:
-        return [compile_launch(launch, cc) for launch, cc in jobs]
+        results = []
+        for launch, cc in jobs:
+            results.append(compile_launch(launch, cc))
+            if progress is not None:
+                progress(len(results), len(jobs), results[-1])
+        return results
     _JOBS[:] = jobs  # forked workers inherit the launches: JIT functions do not pickle
     try:
         with multiprocessing.get_context("fork").Pool(processes) as pool:
-            return pool.map(_compile_job, range(len(jobs)), chunksize=1)
+            results = []
+            for res in pool.imap(_compile_job, range(len(jobs)), chunksize=1):
+                results.append(res)
+                if progress is not None:
+                    progress(len(results), len(jobs), res)
+            return results
     finally:
         _JOBS.clear()

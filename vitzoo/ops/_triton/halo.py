@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import TileConfig, block_size, head_block, launch
+from . import TileConfig, head_block, launch, tile_for
 from .tiles import finish_softmax, load_rows, online_softmax_step, softmax_backward
 
 LOG2E = 1.4426950408889634
@@ -139,9 +139,11 @@ def halo_bwd_kernel(
     D, DV, R, scale, scale_log2,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_WIN: tl.constexpr, HAS_REL: tl.constexpr, MASK_PADDING: tl.constexpr,
-    PRECISION: tl.constexpr,
+    QUERY_GRADS: tl.constexpr, KEY_GRADS: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
-    """DQ written; DK, DV_OUT (haloed windows overlap) and DREL_H/W (fp32, zeroed) accumulated atomically."""
+    """One query tile of one block, in one of two passes (each recomputes the probabilities, which keeps the live
+    state of either within the register file): ``QUERY_GRADS`` writes DQ and adds DREL_H/W, ``KEY_GRADS`` adds DK and
+    DV_OUT (haloed windows overlap, so key gradients are accumulated atomically; fp32, zeroed)."""
     pid_m = tl.program_id(0)
     blk = tl.program_id(1)
     bh = tl.program_id(2)
@@ -170,13 +172,13 @@ def halo_bwd_kernel(
     rel_off = head * rel_head_stride + offs_r[:, None] * D + offs_d[None, :]
     qh = tl.zeros([BLOCK_M, BLOCK_R], tl.float32)
     qw = tl.zeros([BLOCK_M, BLOCK_R], tl.float32)
-    rel_h = tl.zeros([BLOCK_R, BLOCK_D], q.dtype)
-    rel_w = tl.zeros([BLOCK_R, BLOCK_D], q.dtype)
-    if HAS_REL:
-        rel_h = tl.load(REL_H + rel_off, mask=rel_mask, other=0.0).to(q.dtype)
-        rel_w = tl.load(REL_W + rel_off, mask=rel_mask, other=0.0).to(q.dtype)
-        qh = tl.dot(q, tl.trans(rel_h), input_precision=PRECISION)
-        qw = tl.dot(q, tl.trans(rel_w), input_precision=PRECISION)
+    if HAS_REL:  # the tables are loaded again after the key loop rather than held in registers through it
+        qh = tl.dot(
+            q, tl.trans(tl.load(REL_H + rel_off, mask=rel_mask, other=0.0).to(q.dtype)), input_precision=PRECISION
+        )
+        qw = tl.dot(
+            q, tl.trans(tl.load(REL_W + rel_off, mask=rel_mask, other=0.0).to(q.dtype)), input_precision=PRECISION
+        )
 
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     ds_by_key_row = tl.zeros([BLOCK_M, BLOCK_WIN], tl.float32)  # sum of dS over the keys of each window row
@@ -192,17 +194,22 @@ def halo_bwd_kernel(
         s = halo_logits(q, kk, qh, qw, ky, kx, qy, qx, attend, stride, halo, win, scale_log2, PRECISION, HAS_REL,
                         BLOCK_R)  # fmt: skip
         p, ds = softmax_backward(s, lse, delta, do, vv, PRECISION)
-        dq += tl.dot(ds.to(kk.dtype), kk, input_precision=PRECISION) * scale
-        dk = tl.dot(tl.trans(ds).to(q.dtype), q, input_precision=PRECISION) * scale
-        dv = tl.dot(tl.trans(p).to(do.dtype), do, input_precision=PRECISION)
-        key_off = ((b * H + k_row[:, None]) * W + k_col[:, None]) * heads + head
-        tl.atomic_add(
-            DK + key_off * D + offs_d[None, :], dk, mask=inside[:, None] & (offs_d[None, :] < D), sem="relaxed"
-        )
-        tl.atomic_add(
-            DV_OUT + key_off * DV + offs_dv[None, :], dv, mask=inside[:, None] & (offs_dv[None, :] < DV), sem="relaxed"
-        )
-        if HAS_REL:
+        if KEY_GRADS:
+            dk = tl.dot(tl.trans(ds).to(q.dtype), q, input_precision=PRECISION) * scale
+            dv = tl.dot(tl.trans(p).to(do.dtype), do, input_precision=PRECISION)
+            key_off = ((b * H + k_row[:, None]) * W + k_col[:, None]) * heads + head
+            tl.atomic_add(
+                DK + key_off * D + offs_d[None, :], dk, mask=inside[:, None] & (offs_d[None, :] < D), sem="relaxed"
+            )
+            tl.atomic_add(
+                DV_OUT + key_off * DV + offs_dv[None, :],
+                dv,
+                mask=inside[:, None] & (offs_dv[None, :] < DV),
+                sem="relaxed",
+            )
+        if QUERY_GRADS:
+            dq += tl.dot(ds.to(kk.dtype), kk, input_precision=PRECISION) * scale
+        if QUERY_GRADS and HAS_REL:
             # dS in the inputs' precision, as for dK: the one-hot factor is exact in any dtype
             ds_in = ds.to(q.dtype)
             onehot_y = (ky[:, None] == offs_win[None, :]).to(q.dtype)  # BLOCK_N, BLOCK_WIN
@@ -210,53 +217,46 @@ def halo_bwd_kernel(
             ds_by_key_row += tl.dot(ds_in, onehot_y, input_precision=PRECISION)
             ds_by_key_col += tl.dot(ds_in, onehot_x, input_precision=PRECISION)
 
-    if HAS_REL:
-        # programs spread their table gradients over drel_slots copies (summed afterwards): one shared table would
-        # take the atomics of every program of the launch on a few cache lines
-        drel_slot = ((bh * tl.num_programs(1) + blk) % drel_slots) * drel_slot_stride
-        # table row r of query m is key row ky = r + stride * qy + halo - (win - 1)
-        ky_of_h = offs_r[None, :] + stride * qy[:, None] + halo - (win - 1)
-        kx_of_w = offs_r[None, :] + stride * qx[:, None] + halo - (win - 1)
-        valid_h = (ky_of_h >= 0) & (ky_of_h < win) & (offs_r[None, :] < R)
-        valid_w = (kx_of_w >= 0) & (kx_of_w < win) & (offs_r[None, :] < R)
-        ky_of_h = tl.minimum(tl.maximum(ky_of_h, 0), BLOCK_WIN - 1)
-        kx_of_w = tl.minimum(tl.maximum(kx_of_w, 0), BLOCK_WIN - 1)
-        grad_h = tl.where(valid_h, tl.gather(ds_by_key_row, ky_of_h, axis=1), 0.0)  # BLOCK_M, BLOCK_R
-        grad_w = tl.where(valid_w, tl.gather(ds_by_key_col, kx_of_w, axis=1), 0.0)
-        grad_h = grad_h.to(q.dtype)
-        grad_w = grad_w.to(q.dtype)
-        dq += tl.dot(grad_h, rel_h, input_precision=PRECISION)
-        dq += tl.dot(grad_w, rel_w, input_precision=PRECISION)
-        drel_h = tl.dot(tl.trans(grad_h), q, input_precision=PRECISION)
-        drel_w = tl.dot(tl.trans(grad_w), q, input_precision=PRECISION)
-        tl.atomic_add(DREL_H + drel_slot + rel_off, drel_h, mask=rel_mask, sem="relaxed")
-        tl.atomic_add(DREL_W + drel_slot + rel_off, drel_w, mask=rel_mask, sem="relaxed")
+    if QUERY_GRADS:  # the dK / dV pass recomputes dS but writes only the key gradients
+        if HAS_REL:
+            # programs spread their table gradients over drel_slots copies (summed afterwards): one shared table would
+            # take the atomics of every program of the launch on a few cache lines
+            drel_slot = ((bh * tl.num_programs(1) + blk) % drel_slots) * drel_slot_stride
+            # table row r of query m is key row ky = r + stride * qy + halo - (win - 1)
+            ky_of_h = offs_r[None, :] + stride * qy[:, None] + halo - (win - 1)
+            kx_of_w = offs_r[None, :] + stride * qx[:, None] + halo - (win - 1)
+            valid_h = (ky_of_h >= 0) & (ky_of_h < win) & (offs_r[None, :] < R)
+            valid_w = (kx_of_w >= 0) & (kx_of_w < win) & (offs_r[None, :] < R)
+            ky_of_h = tl.minimum(tl.maximum(ky_of_h, 0), BLOCK_WIN - 1)
+            kx_of_w = tl.minimum(tl.maximum(kx_of_w, 0), BLOCK_WIN - 1)
+            grad_h = tl.where(valid_h, tl.gather(ds_by_key_row, ky_of_h, axis=1), 0.0)  # BLOCK_M, BLOCK_R
+            grad_w = tl.where(valid_w, tl.gather(ds_by_key_col, kx_of_w, axis=1), 0.0)
+            grad_h = grad_h.to(q.dtype)
+            grad_w = grad_w.to(q.dtype)
+            rel_h = tl.load(REL_H + rel_off, mask=rel_mask, other=0.0).to(q.dtype)
+            dq += tl.dot(grad_h, rel_h, input_precision=PRECISION)
+            rel_w = tl.load(REL_W + rel_off, mask=rel_mask, other=0.0).to(q.dtype)
+            dq += tl.dot(grad_w, rel_w, input_precision=PRECISION)
+            drel_h = tl.dot(tl.trans(grad_h), q, input_precision=PRECISION)
+            drel_w = tl.dot(tl.trans(grad_w), q, input_precision=PRECISION)
+            tl.atomic_add(DREL_H + drel_slot + rel_off, drel_h, mask=rel_mask, sem="relaxed")
+            tl.atomic_add(DREL_W + drel_slot + rel_off, drel_w, mask=rel_mask, sem="relaxed")
 
-    dq_ptr = DQ + (((b * HQ + q_row[:, None]) * WQ + q_col[:, None]) * heads + head) * D + offs_d[None, :]
-    tl.store(dq_ptr, dq, mask=q_ok[:, None] & (offs_d[None, :] < D))
+        dq_ptr = DQ + (((b * HQ + q_row[:, None]) * WQ + q_col[:, None]) * heads + head) * D + offs_d[None, :]
+        tl.store(dq_ptr, dq, mask=q_ok[:, None] & (offs_d[None, :] < D))
 
 
-def tile_config(queries: int, keys: int, d: int, dv: int, dtype, backward: bool) -> TileConfig:
-    """Tiles for ``queries`` per block and ``keys`` per haloed window, sized so a program stays in registers.
-
-    As the window kernel's (:func:`vitzoo.ops._triton.window.tile_config`); the backward also keeps per-query sums
-    of dS over each key row and column of the window and accumulates dK / dV per key tile, so it takes smaller
-    query tiles.
-    """
+def tile_config(queries: int, keys: int, d: int, dv: int, dtype, backward: bool, has_rel: bool) -> TileConfig:
+    """Tiles for ``queries`` per block and ``keys`` per haloed window (:func:`vitzoo.ops._triton.tile_for`): the
+    gathered relative logits count as a bias; fp32 (FMA dots and fp32 gathers) takes one step smaller again."""
     width = head_block(d, dv)
-    high = 64 if width <= 64 else 32 if width <= 128 else 16
-    if backward or dtype == torch.float32:
-        high = max(16, high // 2) if width > 32 else high
-    block_m = block_size(queries, 16, high)
-    block_n = block_size(keys, 16, high)
-    warps = 4 if max(block_m, block_n) * width <= 64 * 64 else 8
-    stages = 1 if keys <= block_n else 2
-    return TileConfig(block_m, block_n, warps, stages)
+    return tile_for(queries, keys, width, dtype, backward, has_rel, steps=1 if dtype == torch.float32 else 0)
 
 
 def _meta(q, v, geometry, rel_rows, precision, mask_padding, has_rel, backward):
     block, halo, stride = geometry[:3]
-    cfg = tile_config((block // stride) ** 2, (block + 2 * halo) ** 2, q.shape[-1], v.shape[-1], q.dtype, backward)
+    queries, keys = (block // stride) ** 2, (block + 2 * halo) ** 2
+    cfg = tile_config(queries, keys, q.shape[-1], v.shape[-1], q.dtype, backward, has_rel)
     return dict(
         BLOCK_D=head_block(q.shape[-1]),
         BLOCK_DV=head_block(v.shape[-1]),
@@ -300,10 +300,11 @@ def launch_backward(do, q, k, v, geometry, rel, lse, delta, scale, mask_padding,
     meta = _meta(q, v, geometry, rows, precision, mask_padding, rel_h is not None, backward=True)
     bq = block // stride
     grid = (triton.cdiv(bq * bq, meta["BLOCK_M"]), nbh * nbw, b * heads)
-    launch(halo_bwd_kernel, grid,
-        q, k, v, do, rel_h, rel_w, lse, delta, *grads,
-        *q.stride()[:4], *k.stride()[:4], *v.stride()[:4], *do.stride()[:4],
-        head_stride, DREL_SLOTS, drel_slot_stride, heads, h, w, hq, wq, block, halo, stride, bq, nbw, d, v.shape[-1],
-        rows, scale, scale * LOG2E,
-        BLOCK_WIN=max(16, triton.next_power_of_2(win)), **meta,
-    )  # fmt: skip
+    for query_pass in (True, False):
+        launch(halo_bwd_kernel, grid,
+            q, k, v, do, rel_h, rel_w, lse, delta, *grads,
+            *q.stride()[:4], *k.stride()[:4], *v.stride()[:4], *do.stride()[:4],
+            head_stride, DREL_SLOTS, drel_slot_stride, heads, h, w, hq, wq, block, halo, stride, bq, nbw, d,
+            v.shape[-1], rows, scale, scale * LOG2E,
+            BLOCK_WIN=max(16, triton.next_power_of_2(win)), QUERY_GRADS=query_pass, KEY_GRADS=not query_pass, **meta,
+        )  # fmt: skip

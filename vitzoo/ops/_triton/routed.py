@@ -12,11 +12,10 @@ fp32 buffers: a key region receives gradient from every query region that select
 
 from __future__ import annotations
 
-import torch
 import triton
 import triton.language as tl
 
-from . import TileConfig, block_size, head_block, launch
+from . import TileConfig, head_block, launch, tile_for
 from .tiles import finish_softmax, load_rows, online_softmax_step, softmax_backward
 
 LOG2E = 1.4426950408889634
@@ -151,9 +150,12 @@ def routed_bwd_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_DV: tl.constexpr,
+    QUERY_GRADS: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
-    """DQ is written; DK and DV_OUT (contiguous fp32 ``[B, H, W, C | Cv]``, zeroed) are accumulated atomically."""
+    """One query tile of one region, in one of two passes that each recompute the probabilities (keeping the live
+    state of either within the register file): ``QUERY_GRADS`` writes DQ, else DK and DV_OUT (contiguous fp32
+    ``[B, H, W, C | Cv]``, zeroed) are accumulated atomically (regions are selected by many queries)."""
     pid_m = tl.program_id(0)
     region = tl.program_id(1)
     bh = tl.program_id(2)
@@ -184,37 +186,26 @@ def routed_bwd_kernel(
         s = tl.dot(q, tl.trans(kk), input_precision=PRECISION) * scale_log2
         s = tl.where(k_ok[None, :], s, float("-inf"))
         p, ds = softmax_backward(s, lse, delta, do, vv, PRECISION)
-        dq += tl.dot(ds.to(kk.dtype), kk, input_precision=PRECISION)
-        dv = tl.dot(tl.trans(p).to(do.dtype), do, input_precision=PRECISION)
-        dk = tl.dot(tl.trans(ds).to(q.dtype), q, input_precision=PRECISION) * scale
-        key_off = (b * H + k_row[:, None]) * W + k_col[:, None]
-        tl.atomic_add(
-            DK + key_off * c + head * D + offs_d[None, :], dk, mask=k_ok[:, None] & (offs_d[None, :] < D), sem="relaxed"
-        )
-        tl.atomic_add(
-            DV_OUT + key_off * cv + head * DV + offs_dv[None, :],
-            dv,
-            mask=k_ok[:, None] & (offs_dv[None, :] < DV),
-            sem="relaxed",
-        )
+        if QUERY_GRADS:
+            dq += tl.dot(ds.to(kk.dtype), kk, input_precision=PRECISION)
+        else:
+            dv = tl.dot(tl.trans(p).to(do.dtype), do, input_precision=PRECISION)
+            dk = tl.dot(tl.trans(ds).to(q.dtype), q, input_precision=PRECISION) * scale
+            key_off = (b * H + k_row[:, None]) * W + k_col[:, None]
+            dk_ptr = DK + key_off * c + head * D + offs_d[None, :]
+            tl.atomic_add(dk_ptr, dk, mask=k_ok[:, None] & (offs_d[None, :] < D), sem="relaxed")
+            dv_ptr = DV_OUT + key_off * cv + head * DV + offs_dv[None, :]
+            tl.atomic_add(dv_ptr, dv, mask=k_ok[:, None] & (offs_dv[None, :] < DV), sem="relaxed")
 
-    dq_ptr = DQ + ((b * H + q_row[:, None]) * W + q_col[:, None]) * c + head * D + offs_d[None, :]
-    tl.store(dq_ptr, dq * scale, mask=q_ok[:, None] & (offs_d[None, :] < D))
+    if QUERY_GRADS:
+        dq_ptr = DQ + ((b * H + q_row[:, None]) * W + q_col[:, None]) * c + head * D + offs_d[None, :]
+        tl.store(dq_ptr, dq * scale, mask=q_ok[:, None] & (offs_d[None, :] < D))
 
 
 def tile_config(tokens: int, topk: int, d: int, dv: int, dtype, backward: bool) -> TileConfig:
-    """Tiles for regions of ``tokens`` tokens routed to ``topk`` regions each: a query tile covers one region, and
-    a key tile may batch several small selected regions. Sized as the window kernel's
-    (:func:`vitzoo.ops._triton.window.tile_config`)."""
-    width = head_block(d, dv)
-    high = 64 if width <= 64 else 32 if width <= 128 else 16
-    if backward or dtype == torch.float32:
-        high = max(16, high // 2) if width > 32 else high
-    block_m = block_size(tokens, 16, high)
-    block_n = block_size(tokens * topk, 16, high)
-    warps = 4 if max(block_m, block_n) * width <= 64 * 64 else 8
-    stages = 1 if tokens * topk <= block_n else 2
-    return TileConfig(block_m, block_n, warps, stages)
+    """Tiles for regions of ``tokens`` tokens routed to ``topk`` regions each (:func:`vitzoo.ops._triton.tile_for`):
+    a query tile covers one region, and a key tile may batch several small selected regions."""
+    return tile_for(tokens, tokens * topk, head_block(d, dv), dtype, backward, biased=False)
 
 
 def _meta(q, v, heads, regions, topk, precision, backward):
@@ -243,8 +234,10 @@ def launch_backward(do, q, k, v, index, lse, delta, regions, heads, scale, grads
     num_regions, rh, rw = regions
     d, dv, meta = _meta(q, v, heads, regions, index.shape[-1], precision, backward=True)
     grid = (triton.cdiv(rh * rw, meta["BLOCK_M"]), num_regions * num_regions, b * heads)
-    launch(routed_bwd_kernel, grid,
-        q, k, v, do, index, lse, delta, *grads,
-        *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *do.stride()[:3],
-        heads, h, w, num_regions, rh, rw, index.shape[-1], d, dv, scale, scale * LOG2E, **meta,
-    )  # fmt: skip
+    for query_pass in (True, False):
+        launch(routed_bwd_kernel, grid,
+            q, k, v, do, index, lse, delta, *grads,
+            *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *do.stride()[:3],
+            heads, h, w, num_regions, rh, rw, index.shape[-1], d, dv, scale, scale * LOG2E,
+            QUERY_GRADS=query_pass, **meta,
+        )  # fmt: skip

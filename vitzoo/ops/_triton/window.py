@@ -13,11 +13,12 @@ column ``c``; in-window position ``p`` is token
 
 from __future__ import annotations
 
-import torch
+import dataclasses
+
 import triton
 import triton.language as tl
 
-from . import TileConfig, block_size, head_block, launch
+from . import TileConfig, head_block, launch, tile_for
 from .tiles import finish_softmax, load_rows, online_softmax_step, softmax_backward
 
 LOG2E = 1.4426950408889634
@@ -397,22 +398,15 @@ def window_bwd_dq_kernel(
     tl.store(dq_ptr, dq * scale, mask=q_ok[:, None] & (offs_d[None, :] < D))
 
 
-def tile_config(n: int, d: int, dv: int, dtype, backward: bool) -> TileConfig:
-    """Tiles for windows of ``n`` tokens and head dims ``d`` / ``dv``, sized so a program stays in registers.
-
-    Score tiles are ``block_m x block_n`` fp32; the operand tiles grow with the head dim, so wide heads take
-    narrower key tiles. The backward holds twice the accumulators of the forward (dK and dV) and recomputes the
-    scores, so its tiles are one step smaller. fp32 runs three-pass TF32 dots, which need a step less again.
-    One key tile has nothing to pipeline (one stage); more stream keys through two.
-    """
-    width = head_block(d, dv)
-    high = 64 if width <= 64 else 32 if width <= 128 else 16
-    if backward or dtype == torch.float32:
-        high = max(16, high // 2) if width > 32 else high
-    block = block_size(n, 16, high)
-    warps = 4 if block * width <= 64 * 64 else 8
-    stages = 1 if n <= block else 2
-    return TileConfig(block, block, warps, stages)
+def tile_config(n: int, d: int, dv: int, dtype, backward: bool, biased: bool = False) -> TileConfig:
+    """Tiles for windows of ``n`` tokens and head dims ``d`` / ``dv`` (:func:`vitzoo.ops._triton.tile_for`); a
+    bias, mask or shift adds pointer and mask tiles, so it counts as ``biased``."""
+    cfg = tile_for(n, n, head_block(d, dv), dtype, backward, biased)
+    if backward and cfg.block_n == 64:
+        # the backward walks query tiles under one key tile: 32 queries at a time keep a 64-key tile (and with it
+        # the fused single pass over windows of up to 64 tokens) within the register file
+        cfg = dataclasses.replace(cfg, block_m=32)
+    return cfg
 
 
 def launch_forward(q, k, v, window, dilation, shift, bias, mask, scale, out, lse, windows, precision):
@@ -421,7 +415,7 @@ def launch_forward(q, k, v, window, dilation, shift, bias, mask, scale, out, lse
     dv = v.shape[-1]
     (wh, ww), (dh, dw) = window, dilation
     n = wh * ww
-    cfg = tile_config(n, d, dv, q.dtype, backward=False)
+    cfg = tile_config(n, d, dv, q.dtype, False, biased=bias is not None or mask is not None or any(shift))
     grid = (triton.cdiv(n, cfg.block_m), windows[0], b * heads)
     launch(window_fwd_kernel, grid,
         q, k, v, out, lse, bias, mask,
@@ -440,7 +434,7 @@ def launch_backward(do, q, k, v, lse, delta, window, dilation, shift, bias, mask
     (wh, ww), (dh, dw) = window, dilation
     n = wh * ww
     dq, dk, dv, dbias = grads
-    cfg = tile_config(n, d, dv_dim, q.dtype, backward=True)
+    cfg = tile_config(n, d, dv_dim, q.dtype, True, biased=bias is not None or mask is not None or any(shift))
     one_key_tile = n <= cfg.block_n
     strides = (*q.stride()[:4], *k.stride()[:4], *v.stride()[:4], *do.stride()[:4])
     geometry = (heads, h, w, n, wh, ww, dh, dw, windows[1], *shift, d, dv_dim, DBIAS_SLOTS, scale, scale * LOG2E)

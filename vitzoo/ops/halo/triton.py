@@ -14,6 +14,9 @@ from .._common import padded_size
 from .._triton import halo as kernels
 
 MAX_HEAD_DIM = 256
+# fp32 dots run on the FMA units; above this head dim the backward's query pass (dQ, relative-table gradients)
+# does not fit 255 registers a thread even at 16 x 16 tiles
+MAX_FP32_GRAD_HEAD_DIM = 32
 MAX_WINDOW = 64  # window side: the backward keeps a [queries, window side] tile per axis in registers
 
 
@@ -25,6 +28,10 @@ def can_run(q, k, v, block_size, halo_size, *, query_stride=1, rel_pos=None, mas
         return f"head dims up to {MAX_HEAD_DIM} (got {q.shape[-1]} / {v.shape[-1]})"
     if block_size + 2 * halo_size > MAX_WINDOW:
         return f"windows up to {MAX_WINDOW} pixels a side (got {block_size + 2 * halo_size})"
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, *(rel_pos or ())))
+    if q.dtype == torch.float32 and needs_grad and max(q.shape[-1], v.shape[-1]) > MAX_FP32_GRAD_HEAD_DIM:
+        # measured by tests/test_kernels_compile.py: the fp32 backward's query pass spills at every tile size
+        return f"fp32 backward for head dims up to {MAX_FP32_GRAD_HEAD_DIM} (got {q.shape[-1]} / {v.shape[-1]})"
     options = dict(query_stride=query_stride, rel_pos=rel_pos, mask_padding=mask_padding, scale=scale)
     return _triton.resources_reason(record, q, k, v, block_size, halo_size, **options)
 

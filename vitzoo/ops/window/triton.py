@@ -13,6 +13,7 @@ from .._common import padded_size
 from .._triton import window as kernels
 
 MAX_HEAD_DIM = 256  # one tile holds a whole head dim
+MAX_FP32_GRAD_HEAD_DIM = 64
 
 
 def can_run(q, k, v, window_size, *, dilation=(1, 1), bias=None, mask=None, scale=None, shift=(0, 0)) -> str | None:
@@ -23,6 +24,11 @@ def can_run(q, k, v, window_size, *, dilation=(1, 1), bias=None, mask=None, scal
         return f"head dims up to {MAX_HEAD_DIM} (got {q.shape[-1]} / {v.shape[-1]})"
     if mask is not None and mask.requires_grad and torch.is_grad_enabled():
         return "no gradient for a learned mask (masks are fixed buffers in every model)"
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, bias))
+    if q.dtype == torch.float32 and needs_grad and max(q.shape[-1], v.shape[-1]) > MAX_FP32_GRAD_HEAD_DIM:
+        # measured by tests/test_kernels_compile.py: fp32 dots run on the FMA units, and above this head dim the
+        # backward spills at every tile size
+        return f"fp32 backward for head dims up to {MAX_FP32_GRAD_HEAD_DIM} (got {q.shape[-1]} / {v.shape[-1]})"
     geometry = dict(dilation=dilation, bias=bias, mask=mask, scale=scale, shift=shift)
     return _triton.resources_reason(record, q, k, v, window_size, **geometry)
 
