@@ -23,7 +23,7 @@ import torch
 import triton
 
 import vitzoo  # noqa: F401  (registers the models)
-from vitzoo.kernel_launches import distinct_launches, model_launches
+from vitzoo.kernel_launches import distinct_launches, model_launches, one_per_family
 from vitzoo.ops._triton import aot
 
 RESULTS = Path(__file__).parent / "results"
@@ -34,15 +34,21 @@ IMG_SIZES = (224, 512)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="", help="comma-separated model names (default: every vitzoo model)")
+    parser.add_argument("--one-per-family", action="store_true", help="the first variant of each family only")
+    parser.add_argument("--per-config", action="store_true", help="one launch per configuration, not per kernel")
     parser.add_argument("--sizes", type=int, nargs="+", default=list(IMG_SIZES))
     parser.add_argument("--dtypes", nargs="+", choices=["fp16", "bf16", "fp32"], default=["fp16", "bf16", "fp32"])
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, default=RESULTS / "kernel_resources")
     args = parser.parse_args()
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        parser.error("TRITON_INTERPRET is set: interpreted kernels cannot be compiled for a GPU; unset it")
     sys.stdout.reconfigure(line_buffering=True)  # progress lines show while compiling
     names = args.models.split(",") if args.models else sorted(timm.list_models("vitzoo_*"))
+    if args.one_per_family:
+        names = one_per_family()
     dtypes = [dict(fp16=torch.float16, bf16=torch.bfloat16, fp32=torch.float32)[d] for d in args.dtypes]
-    launches = distinct_launches(model_launches(names, args.sizes, dtypes))
+    launches = distinct_launches(model_launches(names, args.sizes, dtypes), per_config=args.per_config)
     print(f"{len(launches)} distinct kernels from {len(names)} models", flush=True)
 
     def progress(done: int, total: int, res: aot.Resources) -> None:

@@ -44,6 +44,14 @@ def family(model_name: str) -> str:
     return "_".join(parts[:2]) if parts[0] in {"agent", "inline", "flatten", "swin", "vitaev2"} else parts[0]
 
 
+def one_per_family() -> list[str]:
+    """The first registered variant (in sorted order) of every model family."""
+    first: dict[str, str] = {}
+    for name in sorted(timm.list_models("vitzoo_*")):
+        first.setdefault(family(name), name)
+    return sorted(first.values())
+
+
 def op_calls(model_name: str, img_size: int) -> list[OpCall]:
     """Every attention op call of one forward of ``model_name`` at ``img_size`` (meta device, batch 1)."""
     with torch.device("meta"):
@@ -112,11 +120,16 @@ def model_launches(
     return result
 
 
-def distinct_launches(launches: Iterable[ModelLaunch]) -> list[ModelLaunch]:
-    """One launch per distinct compiled kernel (the first model that makes it), in first-seen order."""
-    from .ops._triton.aot import launch_key  # Triton's compiler is needed only here
+def distinct_launches(launches: Iterable[ModelLaunch], per_config: bool = False) -> list[ModelLaunch]:
+    """One launch per distinct compiled kernel (the first model that makes it), in first-seen order.
+
+    With ``per_config`` one per launch configuration instead (kernel, constexprs, warps, stages, dtypes), leaving out
+    the variants that differ only in which strides are multiples of 16.
+    """
+    from .ops._triton.aot import describe, launch_key  # Triton's compiler is needed only here
 
     seen: dict[tuple, ModelLaunch] = {}
     for ml in launches:
-        seen.setdefault(launch_key(ml.launch), ml)
+        key = (ml.launch.kernel.fn.__name__, describe(ml.launch)) if per_config else launch_key(ml.launch)
+        seen.setdefault(key, ml)
     return list(seen.values())
