@@ -146,10 +146,6 @@ def head_block(*dims: int) -> int:
     return max(16, triton.next_power_of_2(max(dims)))
 
 
-def element_bytes(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
-
-
 def _meta_like(x: Any) -> Any:
     if isinstance(x, tuple):
         return tuple(_meta_like(y) for y in x)
