@@ -7,6 +7,7 @@ buffer starts as NaN (``_triton.POISON``) so an element a kernel fails to write 
 
 from __future__ import annotations
 
+import importlib
 import logging
 
 import pytest
@@ -264,3 +265,74 @@ def test_models_through_triton_kernels_match_reference(seed, name):
         with use_backend("triton"):
             out = model(x)
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+
+
+# --- every candidate tile ---------------------------------------------------------------------------------------
+def window_case():
+    q, k, v = qkv(1, 9, 9, 2, 16, dtype=torch.float16)
+    bias = torch.randn(2, 81, 81, device=DEVICE, requires_grad=True)
+    return window_attention, (q, k, v, (9, 9)), [q, k, v, bias], dict(bias=bias, scale=0.25)
+
+
+def halo_case():
+    q, k, v = qkv(1, 16, 16, 1, 16, dtype=torch.float16)
+    rel_pos = tuple((torch.randn(23, 16, device=DEVICE) * 0.1).requires_grad_() for _ in range(2))
+    return halo_attention, (q, k, v, 8, 2), [q, k, v, *rel_pos], dict(rel_pos=rel_pos, scale=0.25)
+
+
+def routed_case():
+    q, k, v = (torch.randn(1, 16, 16, 32, dtype=torch.float16, device=DEVICE, requires_grad=True) for _ in range(3))
+    return region_routed_attention, (q, k, v, 2, 2, 2), [q, k, v], dict(scale=0.25)
+
+
+@pytest.mark.parametrize("case", [window_case, halo_case, routed_case])
+def test_every_candidate_tile_matches_reference(seed, case, monkeypatch):
+    """The autotuner may pick any candidate tile; each must compute the same result. Candidates differing only in
+    warps or pipeline stages run identically in the interpreter, so every distinct block shape is run here."""
+    op, args, grads_of, kwargs = case()
+    backend = {window_attention: "window", halo_attention: "halo", region_routed_attention: "routed"}[op]
+    record = importlib.import_module(f"vitzoo.ops.{backend}.triton").record
+    with _triton.record_launches() as recorded:
+        record(*_triton.meta_like(args), **{k: _triton.meta_like(v) for k, v in kwargs.items()})
+    candidates: dict[tuple, list] = {}
+    for r in recorded:
+        launch_site = (r.kernel.fn.__name__, r.kwargs.get("QUERY_GRADS"))
+        candidates.setdefault(launch_site, []).append((r.kwargs["BLOCK_M"], r.kwargs["BLOCK_N"]))
+    shapes = {i for tiles in candidates.values() for i, tile in enumerate(tiles) if tile not in tiles[:i]}
+    assert shapes - {0}, f"no launch has a second block shape: {candidates}"
+
+    ran = []
+    real_run = _triton.run_tile
+
+    def spy(kernel, grid, args, options):
+        ran.append(((kernel.fn.__name__, options.get("QUERY_GRADS")), (options["BLOCK_M"], options["BLOCK_N"])))
+        return real_run(kernel, grid, args, options)
+
+    monkeypatch.setattr(_triton, "run_tile", spy)
+    for index in sorted(shapes - {0}):
+        ran.clear()
+        with _triton.forced_candidate(index):
+            compare(op, args, grads_of, 3e-3, **kwargs)
+        want = {(site, tiles[min(index, len(tiles) - 1)]) for site, tiles in candidates.items()}
+        assert want <= set(ran), f"candidate {index} was not the one launched"
+
+
+@pytest.mark.parametrize("case", [window_case, halo_case, routed_case])
+def test_autotuned_launches_zero_their_accumulators_between_timed_runs(seed, case, monkeypatch):
+    """Through ``triton.autotune`` as on a GPU, with a timer that runs each candidate twice and ranks the last
+    candidate fastest: gradients accumulated atomically (bias / relative-table / key gradients) come out right only
+    if the tuner zeroes them before each timed run and before the real launch."""
+    tuned = []
+
+    def timer(call, quantiles):
+        call()
+        call()
+        tuned.append(call)
+        return [1.0 / len(tuned)] * len(quantiles)
+
+    monkeypatch.setattr(_triton, "autotuning", lambda: True)
+    monkeypatch.setattr(_triton, "TUNING_TIMER", timer)
+    monkeypatch.setattr(_triton, "_autotuners", {})
+    op, args, grads_of, kwargs = case()
+    compare(op, args, grads_of, 1e-2, **kwargs)  # a gradient added twice would be off by 100%
+    assert tuned, "no launch went through the autotuner"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ except ImportError as e:  # triton ships with Linux CUDA builds of torch; elsewh
     raise ImportError("triton is not installed") from e
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+MAX_REGISTERS = 255  # per thread, on every NVIDIA GPU
 
 
 def interpreting() -> bool:
@@ -116,12 +118,78 @@ def record_launches() -> Iterator[list[Launch]]:
         _recorder.launches = previous
 
 
-def launch(kernel: Callable, grid: tuple[int, ...], *args: Any, **kwargs: Any) -> None:
-    """``kernel[grid](*args, **kwargs)``, or its record inside :func:`record_launches`."""
+AUTOTUNE_ENV = "VITZOO_TRITON_AUTOTUNE"
+
+
+def autotuning() -> bool:
+    """True when launches with several candidate tiles benchmark them (:func:`launch`).
+
+    Off in Triton's interpreter, where timings mean nothing and the choice must be deterministic, and when
+    ``VITZOO_TRITON_AUTOTUNE=0`` is set (for bit-identical reruns across machines: the rule's tile is then used).
+    """
+    return not interpreting() and os.environ.get(AUTOTUNE_ENV, "1").strip() != "0"
+
+
+_forced = threading.local()
+
+
+@contextlib.contextmanager
+def forced_candidate(index: int) -> Iterator[None]:
+    """Launch candidate ``index`` (clamped to the last) instead of the first, where no autotuning happens: how
+    tests run every candidate tile through the interpreter."""
+    previous = getattr(_forced, "index", 0)
+    _forced.index = index
+    try:
+        yield
+    finally:
+        _forced.index = previous
+
+
+def launch(
+    kernel: Callable,
+    grid: Callable[[dict], tuple[int, ...]],
+    *args: Any,
+    tiles: tuple[TileConfig, ...],
+    key: tuple[str, ...],
+    zeroed: tuple[str, ...] = (),
+    **kwargs: Any,
+) -> None:
+    """Launch ``kernel`` over ``grid(meta)`` at the best of ``tiles``; inside :func:`record_launches`, record each.
+
+    With several tiles and :func:`autotuning` on, the launch goes through ``triton.autotune``: the first call for
+    each value of the ``key`` arguments (plus the constexpr flags and the tensors' dtypes) times every tile and keeps
+    the fastest. ``zeroed`` names the buffers the kernel accumulates into atomically: the tuner zeroes them before
+    each timed run and before the real one. Otherwise the first tile runs (see :func:`forced_candidate`).
+    """
     if recording():
-        _recorder.launches.append(Launch(kernel, tuple(grid), args, kwargs))
+        for tile in tiles:
+            options = {**kwargs, **tile.options()}
+            _recorder.launches.append(Launch(kernel, tuple(grid(options)), args, options))
         return
-    kernel[grid](*args, **kwargs)
+    if len(tiles) > 1 and autotuning():
+        _autotuner(kernel, tiles, (*key, *sorted(kwargs)), zeroed)[grid](*args, **kwargs)
+        return
+    tile = tiles[min(getattr(_forced, "index", 0), len(tiles) - 1)]
+    run_tile(kernel, grid, args, {**kwargs, **tile.options()})
+
+
+def run_tile(kernel: Callable, grid: Callable[[dict], tuple[int, ...]], args: tuple, options: dict) -> None:
+    """``kernel[grid(options)](*args, **options)``: one launch at one tile."""
+    kernel[tuple(grid(options))](*args, **options)
+
+
+_autotuners: dict[tuple, Any] = {}
+TUNING_TIMER = None  # tests set this: a stand-in for Triton's timer, ``timer(call, quantiles) -> milliseconds``
+
+
+def _autotuner(kernel: Callable, tiles: tuple[TileConfig, ...], key: tuple[str, ...], zeroed: tuple[str, ...]):
+    """One ``triton.autotune`` wrapper per kernel and candidate set; each keeps its own choice per key."""
+    cache_key = (kernel, tiles, key, zeroed)
+    if cache_key not in _autotuners:
+        configs = [tile.triton_config() for tile in tiles]
+        tuner = triton.autotune(configs=configs, key=list(key), reset_to_zero=list(zeroed), do_bench=TUNING_TIMER)
+        _autotuners[cache_key] = tuner(kernel)
+    return _autotuners[cache_key]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,10 +203,40 @@ class TileConfig:
     max_registers: int | None = None  # ptxas' per-thread register ceiling (``maxnreg``); None leaves its default
 
     def options(self) -> dict[str, int]:
+        """The launch keywords (block constexprs and compile options) of this tile."""
         options = dict(BLOCK_M=self.block_m, BLOCK_N=self.block_n, num_warps=self.num_warps, num_stages=self.num_stages)
         if self.max_registers is not None:
             options["maxnreg"] = self.max_registers
         return options
+
+    def triton_config(self) -> triton.Config:
+        """This tile as a ``triton.autotune`` candidate."""
+        return triton.Config(
+            dict(BLOCK_M=self.block_m, BLOCK_N=self.block_n),
+            num_warps=self.num_warps,
+            num_stages=self.num_stages,
+            maxnreg=self.max_registers,
+        )
+
+    def candidates(self, dtype: torch.dtype) -> tuple[TileConfig, ...]:
+        """This tile (the rule's choice) first, then the variants a launch autotunes over.
+
+        Each variant needs no more registers a thread and no more shared memory than this tile: half the query tile,
+        one pipeline stage instead of two, 8 warps instead of 4 in half precision (fp32's FMA dots spill more
+        across 8 warps). The key tile never changes, since it decides whether a window backward runs as one pass.
+        ``tests/test_kernels_compile.py`` compiles every candidate of every model launch.
+        """
+        # left to itself, ptxas caps some variants at 128 registers (to fit two blocks of 8 warps on an SM) and
+        # spills a few bytes (seen on sm_90): variants may use all 255
+        variant = functools.partial(dataclasses.replace, self, max_registers=MAX_REGISTERS)
+        variants = [self]
+        if self.block_m >= 32:
+            variants.append(variant(block_m=self.block_m // 2))
+        if self.num_stages > 1:
+            variants.append(variant(num_stages=1))
+        if self.num_warps == 4 and dtype != torch.float32:
+            variants.append(variant(num_warps=8))
+        return tuple(variants)
 
 
 def head_block(*dims: int) -> int:
@@ -146,9 +244,11 @@ def head_block(*dims: int) -> int:
     return max(16, triton.next_power_of_2(max(dims)))
 
 
-def _meta_like(x: Any) -> Any:
+def meta_like(x: Any) -> Any:
+    """``x`` with every tensor (also inside tuples) replaced by a meta tensor of its shape, strides, dtype and
+    ``requires_grad``: what :func:`record_launches` takes."""
     if isinstance(x, tuple):
-        return tuple(_meta_like(y) for y in x)
+        return tuple(meta_like(y) for y in x)
     if isinstance(x, torch.Tensor):
         return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device="meta").requires_grad_(x.requires_grad)
     return x
@@ -167,8 +267,8 @@ def resources_reason(record: Callable[..., None], *args: Any, **kwargs: Any) -> 
     tensors = [a for a in args if isinstance(a, torch.Tensor)]
     if not tensors or tensors[0].device.type != "cuda" or recording():
         return None
-    meta_args = tuple(_meta_like(a) for a in args)
-    meta_kwargs = {k: _meta_like(v) for k, v in kwargs.items()}
+    meta_args = tuple(meta_like(a) for a in args)
+    meta_kwargs = {k: meta_like(v) for k, v in kwargs.items()}
     with record_launches() as launches:
         record(*meta_args, **meta_kwargs)
     device = tensors[0].device.index if tensors[0].device.index is not None else torch.cuda.current_device()
@@ -229,4 +329,4 @@ def tile_for(
     stages = 1 if n <= block_n or fp32 else 2
     # fp32 FMA dots: left to its default, ptxas caps some of these kernels at 64-96 registers and spills a few bytes
     # (seen on sm_80 and sm_90); the full 255 removes that
-    return TileConfig(block_m, block_n, warps, stages, max_registers=255 if fp32 else None)
+    return TileConfig(block_m, block_n, warps, stages, max_registers=MAX_REGISTERS if fp32 else None)

@@ -253,7 +253,12 @@ def tile_config(queries: int, keys: int, d: int, dv: int, dtype, backward: bool,
     return tile_for(queries, keys, width, dtype, backward, has_rel, steps=1 if dtype == torch.float32 else 0)
 
 
-def _meta(q, v, geometry, rel_rows, precision, mask_padding, has_rel, backward):
+# what decides the best tile of a halo launch: the block and halo geometry and the head dims (map size and batch
+# change only how many programs run)
+TUNING_KEY = ("block", "halo", "stride", "D", "DV")
+
+
+def _flags(q, v, geometry, rel_rows, precision, mask_padding, has_rel, backward):
     block, halo, stride = geometry[:3]
     queries, keys = (block // stride) ** 2, (block + 2 * halo) ** 2
     cfg = tile_config(queries, keys, q.shape[-1], v.shape[-1], q.dtype, backward, has_rel)
@@ -264,7 +269,8 @@ def _meta(q, v, geometry, rel_rows, precision, mask_padding, has_rel, backward):
         HAS_REL=has_rel,
         MASK_PADDING=mask_padding,
         PRECISION=precision,
-        **cfg.options(),
+        tiles=cfg.candidates(q.dtype),
+        key=TUNING_KEY,
     )
 
 
@@ -276,13 +282,12 @@ def launch_forward(q, k, v, geometry, rel, scale, mask_padding, out, lse, precis
     rows = 2 * (block + 2 * halo) - 1
     rel_h, rel_w = rel
     head_stride = rows * d if rel_h is not None and rel_h.dim() == 3 else 0
-    meta = _meta(q, v, geometry, rows, precision, mask_padding, rel_h is not None, backward=False)
+    flags = _flags(q, v, geometry, rows, precision, mask_padding, rel_h is not None, backward=False)
     bq = block // stride
-    grid = (triton.cdiv(bq * bq, meta["BLOCK_M"]), nbh * nbw, b * heads)
-    launch(halo_fwd_kernel, grid,
+    launch(halo_fwd_kernel, lambda meta: (triton.cdiv(bq * bq, meta["BLOCK_M"]), nbh * nbw, b * heads),
         q, k, v, rel_h, rel_w, out, lse,
         *q.stride()[:4], *k.stride()[:4], *v.stride()[:4], *out.stride()[:4],
-        head_stride, heads, h, w, hq, wq, block, halo, stride, bq, nbw, d, v.shape[-1], rows, scale * LOG2E, **meta,
+        head_stride, heads, h, w, hq, wq, block, halo, stride, bq, nbw, d, v.shape[-1], rows, scale * LOG2E, **flags,
     )  # fmt: skip
 
 
@@ -297,14 +302,16 @@ def launch_backward(do, q, k, v, geometry, rel, lse, delta, scale, mask_padding,
     rel_h, rel_w = rel
     head_stride = rows * d if rel_h is not None and rel_h.dim() == 3 else 0
     drel_slot_stride = rel_h.numel() if rel_h is not None else 0
-    meta = _meta(q, v, geometry, rows, precision, mask_padding, rel_h is not None, backward=True)
+    flags = _flags(q, v, geometry, rows, precision, mask_padding, rel_h is not None, backward=True)
     bq = block // stride
-    grid = (triton.cdiv(bq * bq, meta["BLOCK_M"]), nbh * nbw, b * heads)
     for query_pass in (True, False):
-        launch(halo_bwd_kernel, grid,
+        # each pass accumulates atomically into its own buffers, which the tuner zeroes between timed runs
+        zeroed = ("DREL_H", "DREL_W") if query_pass else ("DK", "DV_OUT")
+        launch(halo_bwd_kernel, lambda meta: (triton.cdiv(bq * bq, meta["BLOCK_M"]), nbh * nbw, b * heads),
             q, k, v, do, rel_h, rel_w, lse, delta, *grads,
             *q.stride()[:4], *k.stride()[:4], *v.stride()[:4], *do.stride()[:4],
             head_stride, DREL_SLOTS, drel_slot_stride, heads, h, w, hq, wq, block, halo, stride, bq, nbw, d,
             v.shape[-1], rows, scale, scale * LOG2E,
-            BLOCK_WIN=max(16, triton.next_power_of_2(win)), QUERY_GRADS=query_pass, KEY_GRADS=not query_pass, **meta,
+            BLOCK_WIN=max(16, triton.next_power_of_2(win)), QUERY_GRADS=query_pass, KEY_GRADS=not query_pass,
+            zeroed=zeroed, **flags,
         )  # fmt: skip

@@ -208,23 +208,29 @@ def tile_config(tokens: int, topk: int, d: int, dv: int, dtype, backward: bool) 
     return tile_for(tokens, tokens * topk, head_block(d, dv), dtype, backward, biased=False)
 
 
-def _meta(q, v, heads, regions, topk, precision, backward):
+# what decides the best tile of a routed launch: region size, regions routed to and head dims (map size and batch
+# change only how many programs run)
+TUNING_KEY = ("rh", "rw", "topk", "D", "DV")
+
+
+def _flags(q, v, heads, regions, topk, precision, backward):
     d, dv = q.shape[-1] // heads, v.shape[-1] // heads
     _, rh, rw = regions
     cfg = tile_config(rh * rw, topk, d, dv, q.dtype, backward)
-    return d, dv, dict(BLOCK_D=head_block(d), BLOCK_DV=head_block(dv), PRECISION=precision, **cfg.options())
+    flags = dict(BLOCK_D=head_block(d), BLOCK_DV=head_block(dv), PRECISION=precision)
+    return d, dv, dict(flags, tiles=cfg.candidates(q.dtype), key=TUNING_KEY)
 
 
 def launch_forward(q, k, v, index, regions, heads, scale, out, lse, precision):
     """``regions = (num_regions, rh, rw)``; writes ``out`` ``[B, H, W, Cv]`` and ``lse`` ``[B, H, W, heads]``."""
     b, h, w, _ = q.shape
     num_regions, rh, rw = regions
-    d, dv, meta = _meta(q, v, heads, regions, index.shape[-1], precision, backward=False)
-    grid = (triton.cdiv(rh * rw, meta["BLOCK_M"]), num_regions * num_regions, b * heads)
+    d, dv, flags = _flags(q, v, heads, regions, index.shape[-1], precision, backward=False)
+    grid = lambda meta: (triton.cdiv(rh * rw, meta["BLOCK_M"]), num_regions * num_regions, b * heads)  # noqa: E731
     launch(routed_fwd_kernel, grid,
         q, k, v, index, out, lse,
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],
-        heads, h, w, num_regions, rh, rw, index.shape[-1], d, dv, scale * LOG2E, **meta,
+        heads, h, w, num_regions, rh, rw, index.shape[-1], d, dv, scale * LOG2E, **flags,
     )  # fmt: skip
 
 
@@ -232,12 +238,12 @@ def launch_backward(do, q, k, v, index, lse, delta, regions, heads, scale, grads
     """``grads = (dq, dk, dv)`` fp32 buffers, dk and dv zeroed."""
     b, h, w, _ = q.shape
     num_regions, rh, rw = regions
-    d, dv, meta = _meta(q, v, heads, regions, index.shape[-1], precision, backward=True)
-    grid = (triton.cdiv(rh * rw, meta["BLOCK_M"]), num_regions * num_regions, b * heads)
+    d, dv, flags = _flags(q, v, heads, regions, index.shape[-1], precision, backward=True)
+    grid = lambda meta: (triton.cdiv(rh * rw, meta["BLOCK_M"]), num_regions * num_regions, b * heads)  # noqa: E731
     for query_pass in (True, False):
         launch(routed_bwd_kernel, grid,
             q, k, v, do, index, lse, delta, *grads,
             *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *do.stride()[:3],
             heads, h, w, num_regions, rh, rw, index.shape[-1], d, dv, scale, scale * LOG2E,
-            QUERY_GRADS=query_pass, **meta,
+            QUERY_GRADS=query_pass, zeroed=() if query_pass else ("DK", "DV_OUT"), **flags,
         )  # fmt: skip

@@ -409,6 +409,11 @@ def tile_config(n: int, d: int, dv: int, dtype, backward: bool, biased: bool = F
     return cfg
 
 
+# what decides the best tile of a window launch: the window's token count and the head dims (map size and batch
+# change only how many programs run)
+TUNING_KEY = ("N", "D", "DV")
+
+
 def launch_forward(q, k, v, window, dilation, shift, bias, mask, scale, out, lse, windows, precision):
     """Run the forward kernel over ``windows = (n_windows, windows_per_row)``; ``out`` and ``lse`` are written."""
     b, h, w, heads, d = q.shape
@@ -416,13 +421,12 @@ def launch_forward(q, k, v, window, dilation, shift, bias, mask, scale, out, lse
     (wh, ww), (dh, dw) = window, dilation
     n = wh * ww
     cfg = tile_config(n, d, dv, q.dtype, False, biased=bias is not None or mask is not None or any(shift))
-    grid = (triton.cdiv(n, cfg.block_m), windows[0], b * heads)
-    launch(window_fwd_kernel, grid,
+    launch(window_fwd_kernel, lambda meta: (triton.cdiv(n, meta["BLOCK_M"]), windows[0], b * heads),
         q, k, v, out, lse, bias, mask,
         *q.stride()[:4], *k.stride()[:4], *v.stride()[:4], *out.stride()[:4],
         heads, h, w, n, wh, ww, dh, dw, windows[1], *shift, d, dv, scale * LOG2E,
         BLOCK_D=head_block(d), BLOCK_DV=head_block(dv), HAS_BIAS=bias is not None, HAS_MASK=mask is not None,
-        SHIFTED=any(shift), PRECISION=precision, **cfg.options(),
+        SHIFTED=any(shift), PRECISION=precision, tiles=cfg.candidates(q.dtype), key=TUNING_KEY,
     )  # fmt: skip
 
 
@@ -435,18 +439,21 @@ def launch_backward(do, q, k, v, lse, delta, window, dilation, shift, bias, mask
     n = wh * ww
     dq, dk, dv, dbias = grads
     cfg = tile_config(n, d, dv_dim, q.dtype, True, biased=bias is not None or mask is not None or any(shift))
-    one_key_tile = n <= cfg.block_n
+    one_key_tile = n <= cfg.block_n  # every candidate keeps the key tile, so this holds for whichever runs
     strides = (*q.stride()[:4], *k.stride()[:4], *v.stride()[:4], *do.stride()[:4])
     geometry = (heads, h, w, n, wh, ww, dh, dw, windows[1], *shift, d, dv_dim, DBIAS_SLOTS, scale, scale * LOG2E)
-    meta = dict(
+    flags = dict(
         BLOCK_D=head_block(d), BLOCK_DV=head_block(dv_dim), HAS_BIAS=bias is not None, HAS_MASK=mask is not None,
-        BIAS_GRAD=dbias is not None, SHIFTED=any(shift), PRECISION=precision, **cfg.options(),
+        BIAS_GRAD=dbias is not None, SHIFTED=any(shift), PRECISION=precision, tiles=cfg.candidates(q.dtype),
+        key=TUNING_KEY, zeroed=("DBIAS",),
     )  # fmt: skip
-    grid = (triton.cdiv(n, cfg.block_n), windows[0], b * heads)
     launch(
-        window_bwd_kernel, grid, q, k, v, do, lse, delta, bias, mask, dq, dk, dv, dbias, *strides, *geometry,
-        ONE_KEY_TILE=one_key_tile, **meta,
+        window_bwd_kernel, lambda meta: (triton.cdiv(n, meta["BLOCK_N"]), windows[0], b * heads),
+        q, k, v, do, lse, delta, bias, mask, dq, dk, dv, dbias, *strides, *geometry,
+        ONE_KEY_TILE=one_key_tile, **flags,
     )  # fmt: skip
     if not one_key_tile:
-        grid = (triton.cdiv(n, cfg.block_m), windows[0], b * heads)
-        launch(window_bwd_dq_kernel, grid, q, k, v, do, lse, delta, bias, mask, dq, dbias, *strides, *geometry, **meta)
+        launch(
+            window_bwd_dq_kernel, lambda meta: (triton.cdiv(n, meta["BLOCK_M"]), windows[0], b * heads),
+            q, k, v, do, lse, delta, bias, mask, dq, dbias, *strides, *geometry, **flags,
+        )  # fmt: skip
