@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from ..ops._common import apply_rope
+
+__all__ = ["apply_rope", "rope_2d_tables"]
+
 
 def rope_2d_tables(
     h: int, w: int, head_dim: int, device: torch.device | None = None, dtype: torch.dtype = torch.float32
@@ -26,10 +30,3 @@ def rope_2d_tables(
         h * w, head_dim
     )
     return angles.sin().to(dtype), angles.cos().to(dtype)
-
-
-def apply_rope(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
-    """Rotate each channel pair ``(x0, x1)`` of ``x`` (``[..., N, head_dim]``) to ``(x0 c - x1 s, x1 c + x0 s)``."""
-    pairs = x.unflatten(-1, (-1, 2))
-    rotated = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
-    return x * cos + rotated * sin

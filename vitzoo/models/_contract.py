@@ -7,13 +7,35 @@ with a ``grad_checkpointing`` flag), ``self.norm`` (applied to the last stage's 
 ``reset_classifier``, ``set_grad_checkpointing``, ``features_only``) then works the same way across families.
 """
 
-from __future__ import annotations
-
 import torch
 import torch.nn as nn
-from timm.layers import trunc_normal_
+from timm.layers import register_notrace_function, trunc_normal_
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
+
+
+@register_notrace_function  # torch.fx cannot trace its shape conditions; it records the check as one call
+def check_image_batch(x: torch.Tensor, in_chans: int, min_size: int, model_name: str) -> None:
+    """Raise a ValueError that says what is valid when ``x`` is not an NCHW batch of ``in_chans``-channel images of
+    at least ``min_size`` pixels a side."""
+    if x.dim() != 4:
+        raise ValueError(f"{model_name} expects a 4-D NCHW image batch, got a {x.dim()}-D tensor of shape {_shape(x)}")
+    if x.shape[1] != in_chans:
+        raise ValueError(
+            f"{model_name} was built for {in_chans} input channels but got {x.shape[1]} (shape {_shape(x)}); "
+            f"create it with in_chans={x.shape[1]} or convert the images"
+        )
+    if x.shape[2] < min_size or x.shape[3] < min_size:
+        raise ValueError(
+            f"{model_name} needs H and W >= {min_size} (its total stride; any size from there on runs, "
+            f"multiples of 32 avoid padding), got {x.shape[2]}x{x.shape[3]}"
+        )
+
+
+def _shape(x: torch.Tensor) -> str:
+    """``(1, 3, 224)``, as Python prints a tuple (TorchScript has no ``tuple(list)``)."""
+    dims = [str(d) for d in x.shape]
+    return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
 
 
 class DownsampleStage(nn.Module):
@@ -65,12 +87,15 @@ def drop_path_rates(rate: float, depths: tuple[int, ...] | list[int]) -> list[li
 class HierarchicalBackbone(nn.Module):
     """Base class: feature maps are NCHW with total stride 32 after four stages."""
 
-    min_input_size: int = 32  # below one token at the last stage the model has nothing to attend to
+    min_input_size = 32  # below one token at the last stage the model has nothing to attend to
 
     def __init__(self, num_classes: int, in_chans: int, global_pool: str, drop_rate: float):
         super().__init__()
         if global_pool not in ("avg", ""):
             raise ValueError(f"global_pool must be 'avg' or '' (no pooling), got {global_pool!r}")
+        # instance copies: TorchScript reads module attributes, not class names or class attributes
+        self.model_name = type(self).__name__
+        self.min_input_size = type(self).min_input_size
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.global_pool = global_pool
@@ -80,21 +105,7 @@ class HierarchicalBackbone(nn.Module):
     # --- input checks ------------------------------------------------------------------------------------------
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a ValueError that says what is valid when ``x`` is not an image batch this model can process."""
-        name = type(self).__name__
-        if x.dim() != 4:
-            raise ValueError(
-                f"{name} expects a 4-D NCHW image batch, got a {x.dim()}-D tensor of shape {tuple(x.shape)}"
-            )
-        if x.shape[1] != self.in_chans:
-            raise ValueError(
-                f"{name} was built for {self.in_chans} input channels but got {x.shape[1]} (shape {tuple(x.shape)}); "
-                f"create it with in_chans={x.shape[1]} or convert the images"
-            )
-        if x.shape[2] < self.min_input_size or x.shape[3] < self.min_input_size:
-            raise ValueError(
-                f"{name} needs H and W >= {self.min_input_size} (its total stride; any size from there on runs, "
-                f"multiples of 32 avoid padding), got {x.shape[2]}x{x.shape[3]}"
-            )
+        check_image_batch(x, self.in_chans, self.min_input_size, self.model_name)
 
     def build_head(self, num_features: int) -> None:
         """Set the classifier width and create the head dropout and linear classifier."""
@@ -135,7 +146,16 @@ class HierarchicalBackbone(nn.Module):
                 raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
             self.global_pool = global_pool
         self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.head = self.new_head(num_classes)
+
+    def new_head(self, num_classes: int) -> nn.Module:
+        """A fresh classifier for ``num_classes`` (Identity for 0) on the device, in the dtype and in the train / eval
+        mode of the model."""
+        if num_classes <= 0:
+            return nn.Identity()
+        like = next(self.parameters())
+        head = nn.Linear(self.num_features, num_classes, device=like.device, dtype=like.dtype)
+        return head.train(self.training)
 
     def forward_intermediates(
         self,
@@ -148,7 +168,7 @@ class HierarchicalBackbone(nn.Module):
     ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
         """Stage outputs (NCHW) at ``indices``; ``norm`` applies the final norm to the last stage's output."""
         if output_fmt != "NCHW":
-            raise ValueError(f"{type(self).__name__} returns NCHW intermediates only, got output_fmt={output_fmt!r}")
+            raise ValueError(f"{self.model_name} returns NCHW intermediates only, got output_fmt={output_fmt!r}")
         self.check_input(x)
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
         last_index = len(self.stages) - 1

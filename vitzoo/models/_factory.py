@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
+import torch
 import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg
@@ -17,8 +19,10 @@ def create_backbone(
     """Build ``variant`` with timm's machinery: pretrained loading through ``filter_fn`` (under
     :func:`vitzoo.hub.guarded_load`) and ``features_only`` through ``forward_intermediates``."""
     out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
-    with guarded_load(variant):
-        return build_model_with_cfg(
+    # timm's factory arguments: build on ``device`` (e.g. "meta") and cast to ``dtype``, as timm's own models do
+    device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
+    with guarded_load(variant), torch.device(device) if device is not None else contextlib.nullcontext():
+        model = build_model_with_cfg(
             model_cls,
             variant,
             pretrained,
@@ -26,6 +30,7 @@ def create_backbone(
             feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
             **kwargs,
         )
+    return model if dtype is None else model.to(dtype)
 
 
 def imagenet_cfg(**kwargs) -> dict:

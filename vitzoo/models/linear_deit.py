@@ -129,7 +129,7 @@ class LinearDeiT(HierarchicalBackbone):
         if global_pool is not None:
             self.global_pool = self._check_pool(global_pool)
         self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.head = self.new_head(num_classes)
 
     def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         self.check_input(x)

@@ -5,6 +5,8 @@ order) that can run the inputs; ``VITZOO_DISABLE_<BACKEND>=1`` or :func:`disable
 :func:`use_backend` makes one the default inside a ``with`` block.
 """
 
+from timm.layers import register_notrace_function
+
 from ._dispatch import BackendUnavailable, disable_backends, is_disabled, use_backend
 from .agent import agent_attention
 from .halo import halo_attention
@@ -14,6 +16,20 @@ from .neighborhood import neighborhood_attention
 from .routed import region_routed_attention
 from .sampled import sampled_window_attention
 from .window import window_attention
+
+# torch.fx (timm's feature extraction and FX tests) records each op as one call: their input checks and backend
+# choice are Python control flow on shapes, which symbolic tracing cannot follow
+for _op in (
+    agent_attention,
+    halo_attention,
+    linear_attention,
+    magnitude_aware_linear_attention,
+    neighborhood_attention,
+    region_routed_attention,
+    sampled_window_attention,
+    window_attention,
+):
+    register_notrace_function(_op)
 
 __all__ = [
     "BackendUnavailable",

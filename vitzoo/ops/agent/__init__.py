@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from .._dispatch import OpBackends, check_qkv
+from . import reference
 
 __all__ = ["agent_attention", "BACKENDS"]
 
@@ -38,7 +39,6 @@ def agent_attention(
     k: torch.Tensor,
     v: torch.Tensor,
     agents: torch.Tensor,
-    *,
     agent_bias: torch.Tensor | None = None,
     query_bias: torch.Tensor | None = None,
     scale: float | None = None,
@@ -59,6 +59,13 @@ def agent_attention(
     Returns:
         ``[B, heads, N, Dv]``.
     """
+    if torch.jit.is_scripting():  # backend choice is Python: a scripted model runs the reference computation
+        return reference.forward(q, k, v, agents, agent_bias, query_bias, scale)
+    return _checked_agent_attention(q, k, v, agents, agent_bias, query_bias, scale, backend)
+
+
+def _checked_agent_attention(q, k, v, agents, agent_bias, query_bias, scale, backend):
+    # eager mode: validate, choose a backend, run it
     check_qkv("agent_attention", q, k, v, 4, "[B, heads, N, D]")
     b, heads, n, d = q.shape
     m = k.shape[2]

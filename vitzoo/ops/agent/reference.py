@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 
 
@@ -9,7 +10,15 @@ def can_run(*args, **kwargs) -> str | None:
     return None
 
 
-def forward(q, k, v, agents, *, agent_bias=None, query_bias=None, scale=None):
+def forward(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    agents: torch.Tensor,
+    agent_bias: torch.Tensor | None = None,
+    query_bias: torch.Tensor | None = None,
+    scale: float | None = None,
+) -> torch.Tensor:
     mask = None if agent_bias is None else agent_bias.to(q.dtype)
     agent_v = F.scaled_dot_product_attention(agents, k, v, attn_mask=mask, scale=scale)  # B, heads, A, Dv
     mask = None if query_bias is None else query_bias.to(q.dtype)

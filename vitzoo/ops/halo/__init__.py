@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 
 from .._dispatch import OpBackends, check_qkv
+from . import reference
 
 __all__ = ["halo_attention", "BACKENDS"]
 
@@ -63,7 +64,6 @@ def halo_attention(
     v: torch.Tensor,
     block_size: int,
     halo_size: int,
-    *,
     query_stride: int = 1,
     rel_pos: tuple[torch.Tensor, torch.Tensor] | None = None,
     mask_padding: bool = True,
@@ -87,6 +87,13 @@ def halo_attention(
     Returns:
         ``[B, ceil(H / query_stride), ceil(W / query_stride), heads, Dv]``.
     """
+    if torch.jit.is_scripting():  # backend choice is Python: a scripted model runs the reference computation
+        return reference.forward(q, k, v, block_size, halo_size, query_stride, rel_pos, mask_padding, scale)
+    return _checked_halo_attention(q, k, v, block_size, halo_size, query_stride, rel_pos, mask_padding, scale, backend)
+
+
+def _checked_halo_attention(q, k, v, block_size, halo_size, query_stride, rel_pos, mask_padding, scale, backend):
+    # eager mode: validate, choose a backend, run it
     _check(q, k, v, block_size, halo_size, query_stride, rel_pos)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     kwargs = dict(query_stride=query_stride, rel_pos=rel_pos, mask_padding=mask_padding, scale=scale)

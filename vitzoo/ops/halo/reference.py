@@ -54,7 +54,15 @@ def relative_logits(
 
 
 def forward(
-    q, k, v, block_size, halo_size, *, query_stride=1, rel_pos=None, mask_padding=True, scale=None
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    block_size: int,
+    halo_size: int,
+    query_stride: int = 1,
+    rel_pos: tuple[torch.Tensor, torch.Tensor] | None = None,
+    mask_padding: bool = True,
+    scale: float | None = None,
 ) -> torch.Tensor:
     b, h, w, heads, d = k.shape
     hq, wq = q.shape[1:3]
@@ -67,7 +75,7 @@ def forward(
     kw = key_windows(k, block_size, halo_size, hp, wp)  # B, nB*heads, win*win, D
     vw = key_windows(v, block_size, halo_size, hp, wp)
 
-    attn_mask = None  # additive, [B | 1, nB*heads, bq*bq | 1, win*win]
+    attn_mask: torch.Tensor | None = None  # additive, [B | 1, nB*heads, bq*bq | 1, win*win]
     if rel_pos is not None:
         qb6 = qb.reshape(b, nbh * nbw, heads, bq, bq, d)
         attn_mask = relative_logits(qb6, rel_pos, bq, query_stride, halo_size).flatten(1, 2)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 
 from .._dispatch import OpBackends, check_qkv
+from . import reference
 
 __all__ = ["linear_attention", "BACKENDS"]
 
@@ -36,7 +37,6 @@ def linear_attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    *,
     normalization: str = "divide",
     scale: float | None = None,
     eps: float = 1e-6,
@@ -56,6 +56,13 @@ def linear_attention(
     Returns:
         ``[B, heads, N, Dv]`` in the dtype of ``q``.
     """
+    if torch.jit.is_scripting():  # backend choice is Python: a scripted model runs the reference computation
+        return reference.forward(q, k, v, normalization, scale, eps)
+    return _checked_linear_attention(q, k, v, normalization, scale, eps, backend)
+
+
+def _checked_linear_attention(q, k, v, normalization, scale, eps, backend):
+    # eager mode: validate, choose a backend, run it
     check_qkv("linear_attention", q, k, v, 4, "[B, heads, N, D]")
     b, heads, _, d = q.shape
     m = k.shape[2]

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import torch
 
+from .._common import accumulation_dtype
+
 
 def can_run(*args, **kwargs) -> str | None:
     return None
 
 
-def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Reductions over tokens run in float32 for half-precision inputs (and in the input dtype otherwise)."""
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-
-
-def forward(q, k, v, *, normalization="divide", scale=None, eps=1e-6) -> torch.Tensor:
+def forward(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    normalization: str = "divide",
+    scale: float | None = None,
+    eps: float = 1e-6,
+) -> torch.Tensor:
     out_dtype, acc = q.dtype, accumulation_dtype(q.dtype)
     q, k, v = q.to(acc), k.to(acc), v.to(acc)
     m = k.shape[2]
@@ -24,6 +28,7 @@ def forward(q, k, v, *, normalization="divide", scale=None, eps=1e-6) -> torch.T
         out = (q @ kv) / denominator
     else:  # injective
         centred = k - k.mean(dim=2, keepdim=True)
-        kv = centred.transpose(-1, -2) @ v * (scale / m)  # B, heads, D, Dv
+        s = q.shape[-1] ** -0.5 if scale is None else scale  # the op's default, for direct callers
+        kv = centred.transpose(-1, -2) @ v * (s / m)  # B, heads, D, Dv
         out = v.mean(dim=2, keepdim=True) + q @ kv
     return out.to(out_dtype)

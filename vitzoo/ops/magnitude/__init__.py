@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 
 from .._dispatch import OpBackends, check_qkv
+from . import reference
 
 __all__ = ["magnitude_aware_linear_attention", "BACKENDS"]
 
@@ -31,7 +32,6 @@ def magnitude_aware_linear_attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    *,
     rope: tuple[torch.Tensor, torch.Tensor] | None = None,
     scale: float | None = None,
     eps: float = 1e-6,
@@ -51,6 +51,13 @@ def magnitude_aware_linear_attention(
     Returns:
         ``[B, heads, N, Dv]`` in the dtype of ``q``.
     """
+    if torch.jit.is_scripting():  # backend choice is Python: a scripted model runs the reference computation
+        return reference.forward(q, k, v, rope, scale, eps)
+    return _checked_magnitude_aware_linear_attention(q, k, v, rope, scale, eps, backend)
+
+
+def _checked_magnitude_aware_linear_attention(q, k, v, rope, scale, eps, backend):
+    # eager mode: validate, choose a backend, run it
     check_qkv("magnitude_aware_linear_attention", q, k, v, 4, "[B, heads, N, D]")
     if k.shape != q.shape or v.shape[:3] != q.shape[:3]:
         raise ValueError(

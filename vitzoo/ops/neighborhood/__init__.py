@@ -12,6 +12,7 @@ import torch
 
 from .._common import pair
 from .._dispatch import OpBackends, check_qkv, check_same_map
+from . import reference
 
 __all__ = ["neighborhood_attention", "BACKENDS"]
 
@@ -23,7 +24,6 @@ def neighborhood_attention(
     k: torch.Tensor,
     v: torch.Tensor,
     kernel_size: int | tuple[int, int],
-    *,
     dilation: int | tuple[int, int] = 1,
     scale: float | None = None,
     backend: str | None = None,
@@ -42,6 +42,13 @@ def neighborhood_attention(
     Returns:
         ``[B, H, W, heads, Dv]``.
     """
+    if torch.jit.is_scripting():  # backend choice is Python: a scripted model runs the reference computation
+        return reference.forward(q, k, v, pair(kernel_size, "kernel_size"), pair(dilation, "dilation"), scale)
+    return _checked_neighborhood_attention(q, k, v, kernel_size, dilation, scale, backend)
+
+
+def _checked_neighborhood_attention(q, k, v, kernel_size, dilation, scale, backend):
+    # eager mode: validate, choose a backend, run it
     check_qkv("neighborhood_attention", q, k, v, 5, "[B, H, W, heads, D]")
     kernel = pair(kernel_size, "kernel_size")
     dil = pair(dilation, "dilation")

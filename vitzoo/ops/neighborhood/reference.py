@@ -29,7 +29,14 @@ def neighbor_index(length: int, kernel: int, dilation: int, device: torch.device
     return group[:, None] + dilation * (start[:, None] + steps[None, :])  # length, kernel
 
 
-def forward(q, k, v, kernel_size, *, dilation=(1, 1), scale=None) -> torch.Tensor:
+def forward(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    kernel_size: tuple[int, int],
+    dilation: tuple[int, int] = (1, 1),
+    scale: float | None = None,
+) -> torch.Tensor:
     b, h, w, heads, d = q.shape
     kh, kw = kernel_size
     rows = neighbor_index(h, kh, dilation[0], q.device)  # H, kh
@@ -38,6 +45,7 @@ def forward(q, k, v, kernel_size, *, dilation=(1, 1), scale=None) -> torch.Tenso
     c = cols[None, :, None, :].expand(h, w, kh, kw)
     k_nb = k[:, r, c].reshape(b, h, w, kh * kw, heads, d)  # B, H, W, K, heads, D
     v_nb = v[:, r, c].reshape(b, h, w, kh * kw, heads, v.shape[-1])
-    logits = torch.einsum("bhwnd,bhwknd->bhwnk", q * scale, k_nb)  # B, H, W, heads, K
+    s = d**-0.5 if scale is None else scale  # the op's default, for direct callers
+    logits = torch.einsum("bhwnd,bhwknd->bhwnk", q * s, k_nb)  # B, H, W, heads, K
     attn = logits.softmax(dim=-1)
     return torch.einsum("bhwnk,bhwknd->bhwnd", attn, v_nb)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from .._dispatch import OpBackends, check_qkv, check_same_map
+from . import reference
 
 __all__ = ["region_routed_attention", "BACKENDS"]
 
@@ -29,7 +30,6 @@ def region_routed_attention(
     num_regions: int,
     topk: int,
     num_heads: int,
-    *,
     scale: float | None = None,
     backend: str | None = None,
 ) -> torch.Tensor:
@@ -48,6 +48,13 @@ def region_routed_attention(
     Returns:
         ``[B, H, W, Cv]``.
     """
+    if torch.jit.is_scripting():  # backend choice is Python: a scripted model runs the reference computation
+        return reference.forward(q, k, v, num_regions, topk, num_heads, scale)
+    return _checked_region_routed_attention(q, k, v, num_regions, topk, num_heads, scale, backend)
+
+
+def _checked_region_routed_attention(q, k, v, num_regions, topk, num_heads, scale, backend):
+    # eager mode: validate, choose a backend, run it
     check_qkv("region_routed_attention", q, k, v, 4, "[B, H, W, C]")
     check_same_map("region_routed_attention", q, k, v, "[B, H, W]")
     if num_regions < 1 or not 1 <= topk <= num_regions**2:

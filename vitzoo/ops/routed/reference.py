@@ -29,28 +29,48 @@ def gather_regions(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return rows.view(b, n_reg, topk * tokens, c)
 
 
-def forward(q, k, v, num_regions, topk, num_heads, *, scale=None) -> torch.Tensor:
+def forward(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    num_regions: int,
+    topk: int,
+    num_heads: int,
+    scale: float | None = None,
+) -> torch.Tensor:
     b, h, w, c = q.shape
     cv = v.shape[-1]
     rh, rw = region_size(h, w, num_regions)
     padded = num_regions * rh != h or num_regions * rw != w
-    qr, kr, vr = (to_regions(t, num_regions, rh, rw) for t in (q, k, v))  # B, R, T, C
-    valid = valid_tokens(h, w, num_regions, rh, rw, q.device) if padded else None  # R, T
+    qr, kr, vr = (
+        to_regions(q, num_regions, rh, rw),
+        to_regions(k, num_regions, rh, rw),
+        to_regions(v, num_regions, rh, rw),
+    )
+    valid: torch.Tensor | None = None  # R, T
+    if padded:
+        valid = valid_tokens(h, w, num_regions, rh, rw, q.device)
     index = route(qr, kr, valid, topk)  # B, R, topk
     n_reg, tokens = qr.shape[1], qr.shape[2]
     k_sel, v_sel = gather_regions(kr, index), gather_regions(vr, index)  # B, R, topk*T, C
 
-    def heads_first(x: torch.Tensor) -> torch.Tensor:
-        # B, R, L, C -> (B*R), heads, L, C/heads as a strided view: CPU flash attention reads it without a copy,
-        # and 4-D inputs keep SDPA off its slow "math" fallback
-        return x.reshape(b * n_reg, x.shape[2], num_heads, x.shape[-1] // num_heads).transpose(1, 2)
-
-    attn_mask = None
-    if padded:
+    attn_mask: torch.Tensor | None = None
+    if valid is not None:
         key_valid = valid[index].reshape(b * n_reg, 1, 1, topk * tokens)  # (B*R), 1, 1, topk*T
         attn_mask = torch.zeros(key_valid.shape, dtype=q.dtype, device=q.device).masked_fill(~key_valid, float("-inf"))
     out = F.scaled_dot_product_attention(
-        heads_first(qr), heads_first(k_sel), heads_first(v_sel), attn_mask=attn_mask, scale=scale
+        _heads_first(qr, num_heads),
+        _heads_first(k_sel, num_heads),
+        _heads_first(v_sel, num_heads),
+        attn_mask=attn_mask,
+        scale=scale,
     )  # (B*R), heads, T, Cv/heads
     out = out.transpose(1, 2).reshape(b, n_reg, tokens, cv)
     return from_regions(out, num_regions, rh, rw, h, w)
+
+
+def _heads_first(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """``[B, R, L, C]`` -> ``[B * R, heads, L, C / heads]`` as a strided view: CPU flash attention reads it without
+    a copy, and 4-D inputs keep SDPA off its slow "math" fallback."""
+    b, n_reg, length, c = x.shape
+    return x.reshape(b * n_reg, length, num_heads, c // num_heads).transpose(1, 2)

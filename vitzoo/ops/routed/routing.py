@@ -34,7 +34,6 @@ def valid_tokens(h: int, w: int, num_regions: int, rh: int, rw: int, device: tor
     return to_regions(valid[None], num_regions, rh, rw)[0, ..., 0]
 
 
-@torch.no_grad()
 def route(q_reg: torch.Tensor, k_reg: torch.Tensor, valid: torch.Tensor | None, topk: int) -> torch.Tensor:
     """Top-k key regions for each query region: ``[B, R, topk]`` long.
 
@@ -42,14 +41,15 @@ def route(q_reg: torch.Tensor, k_reg: torch.Tensor, valid: torch.Tensor | None, 
     (``[R, T]``, None when there is no padding) marks them. Regions made only of padding are never preferred over
     real ones. The logit scale is left out: a positive scale does not change which regions rank highest.
     """
-    if valid is None:
-        q_mean, k_mean = q_reg.mean(dim=2), k_reg.mean(dim=2)  # B, R, C
-    else:
-        weight = valid.to(q_reg.dtype)[None, :, :, None]  # 1, R, T, 1
-        count = weight.sum(dim=2).clamp(min=1)  # 1, R, 1
-        q_mean = (q_reg * weight).sum(dim=2) / count
-        k_mean = (k_reg * weight).sum(dim=2) / count
-    logits = q_mean @ k_mean.transpose(-1, -2)  # B, R, R
-    if valid is not None:
-        logits = logits.masked_fill(~valid.any(dim=1)[None, None, :], float("-inf"))
-    return torch.topk(logits, k=topk, dim=-1).indices
+    with torch.no_grad():  # routing is a hard selection: no gradient flows through it
+        if valid is None:
+            q_mean, k_mean = q_reg.mean(dim=2), k_reg.mean(dim=2)  # B, R, C
+        else:
+            weight = valid.to(q_reg.dtype)[None, :, :, None]  # 1, R, T, 1
+            count = weight.sum(dim=2).clamp(min=1)  # 1, R, 1
+            q_mean = (q_reg * weight).sum(dim=2) / count
+            k_mean = (k_reg * weight).sum(dim=2) / count
+        logits = q_mean @ k_mean.transpose(-1, -2)  # B, R, R
+        if valid is not None:
+            logits = logits.masked_fill(~valid.any(dim=1)[None, None, :], float("-inf"))
+        return torch.topk(logits, k=topk, dim=-1).indices

@@ -28,6 +28,7 @@ import torch
 
 from .._common import pair
 from .._dispatch import OpBackends, check_qkv, check_same_map
+from . import reference
 
 __all__ = ["sampled_window_attention", "BACKENDS"]
 
@@ -41,7 +42,6 @@ def sampled_window_attention(
     window_size: int,
     offsets: torch.Tensor,
     scales: torch.Tensor,
-    *,
     bias: torch.Tensor | None = None,
     scale: float | None = None,
     backend: str | None = None,
@@ -62,6 +62,13 @@ def sampled_window_attention(
     Returns:
         ``[B, H, W, heads, Dv]``.
     """
+    if torch.jit.is_scripting():  # backend choice is Python: a scripted model runs the reference computation
+        return reference.forward(q, k, v, window_size, offsets, scales, bias, scale)
+    return _checked_sampled_window_attention(q, k, v, window_size, offsets, scales, bias, scale, backend)
+
+
+def _checked_sampled_window_attention(q, k, v, window_size, offsets, scales, bias, scale, backend):
+    # eager mode: validate, choose a backend, run it
     check_qkv("sampled_window_attention", q, k, v, 5, "[B, H, W, heads, D]")
     ws = pair(window_size, "window_size")[0]
     check_same_map("sampled_window_attention", q, k, v, "[B, H, W, heads]")

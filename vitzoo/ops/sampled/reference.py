@@ -6,11 +6,20 @@ import torch
 import torch.nn.functional as F
 
 from .._common import pad_hw, padded_size
-from ..window import window_attention
+from ..window import reference as window_reference
 
 
 def can_run(*args, **kwargs) -> str | None:
     return None
+
+
+def _axis(length: int, n_windows: int, ws: int, dtype: torch.dtype, device: torch.device):
+    """Normalised coordinates along one axis: every pixel's, as ``[window, slot]``, and each slot's offset from its
+    window centre, ``[slot]``."""
+    step = 2 / max(length - 1, 1)
+    pixel = (torch.arange(length, device=device, dtype=dtype) * step - 1).view(n_windows, ws)  # window, slot
+    rel = (torch.arange(ws, device=device, dtype=dtype) - (ws - 1) / 2) * step  # slot
+    return pixel, rel
 
 
 def sampling_grid(offsets: torch.Tensor, scales: torch.Tensor, ws: int, h: int, w: int) -> torch.Tensor:
@@ -19,14 +28,8 @@ def sampling_grid(offsets: torch.Tensor, scales: torch.Tensor, ws: int, h: int, 
     hp, wp = nh * ws, nw * ws
     dtype, device = offsets.dtype, offsets.device
 
-    def axis(length: int, n_windows: int) -> tuple[torch.Tensor, torch.Tensor]:
-        step = 2 / max(length - 1, 1)
-        pixel = (torch.arange(length, device=device, dtype=dtype) * step - 1).view(n_windows, ws)  # window, slot
-        rel = (torch.arange(ws, device=device, dtype=dtype) - (ws - 1) / 2) * step  # slot
-        return pixel, rel
-
-    px, rx = axis(wp, nw)
-    py, ry = axis(hp, nh)
+    px, rx = _axis(wp, nw, ws, dtype, device)
+    py, ry = _axis(hp, nh, ws, dtype, device)
     off_x, off_y = offsets[:, :, 0] / max(w // ws, 1), offsets[:, :, 1] / max(h // ws, 1)  # B, heads, nH, nW
     sx, sy = scales[:, :, 0], scales[:, :, 1]
     # B, heads, nH, ws(u), nW, ws(v): each slot's coordinate
@@ -44,7 +47,16 @@ def sampling_grid(offsets: torch.Tensor, scales: torch.Tensor, ws: int, h: int, 
     return torch.stack((x, y), dim=-1).view(b * heads, hp, wp, 2)
 
 
-def forward(q, k, v, window_size, offsets, scales, *, bias=None, scale=None) -> torch.Tensor:
+def forward(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    window_size: int,
+    offsets: torch.Tensor,
+    scales: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    scale: float | None = None,
+) -> torch.Tensor:
     ws = window_size
     b, h, w, heads, d = k.shape
     hp, wp = padded_size(h, ws), padded_size(w, ws)
@@ -55,5 +67,5 @@ def forward(q, k, v, window_size, offsets, scales, *, bias=None, scale=None) -> 
     kv = kv.view(b, heads, -1, hp, wp).permute(0, 3, 4, 1, 2)  # B, Hp, Wp, heads, D + Dv
     ks, vs = kv.split([d, v.shape[-1]], dim=-1)
     # the sampled keys fill the whole padded grid (none is padding), so window attention runs unmasked on it
-    out = window_attention(pad_hw(q, hp - h, wp - w), ks, vs, ws, bias=bias, scale=scale)
+    out = window_reference.forward(pad_hw(q, hp - h, wp - w), ks, vs, (ws, ws), bias=bias, scale=scale)
     return out[:, :h, :w]

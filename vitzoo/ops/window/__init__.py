@@ -43,6 +43,7 @@ import torch
 
 from .._common import padded_size, pair
 from .._dispatch import OpBackends, check_qkv, check_same_map
+from . import reference
 
 __all__ = ["window_attention", "BACKENDS"]
 
@@ -54,7 +55,6 @@ def window_attention(
     k: torch.Tensor,
     v: torch.Tensor,
     window_size: int | tuple[int, int],
-    *,
     dilation: int | tuple[int, int] = 1,
     shift: int | tuple[int, int] = 0,
     bias: torch.Tensor | None = None,
@@ -83,26 +83,10 @@ def window_attention(
     Returns:
         ``[B, H, W, heads, Dv]``.
     """
-    check_qkv("window_attention", q, k, v, 5, "[B, H, W, heads, D]")
-    wh, ww = pair(window_size, "window_size")
-    dh, dw = pair(dilation, "dilation")
-    check_same_map("window_attention", q, k, v, "[B, H, W, heads]")
-    sh, sw = _check_shift(shift, (wh, ww), (dh, dw), tuple(q.shape[1:3]))
-    n = wh * ww
-    heads = q.shape[3]
-    if bias is not None and tuple(bias.shape) != (heads, n, n):
-        raise ValueError(f"window_attention: bias must be [heads, N, N] = {(heads, n, n)}, got {tuple(bias.shape)}")
-    if mask is not None:
-        n_windows = padded_size(q.shape[1], wh * dh) // wh * (padded_size(q.shape[2], ww * dw) // ww)
-        if tuple(mask.shape) != (n_windows, n, n):
-            raise ValueError(
-                f"window_attention: mask must be [nW, N, N] = {(n_windows, n, n)} for a {q.shape[1]}x{q.shape[2]} "
-                f"map in {wh}x{ww} windows with dilation {(dh, dw)}, got {tuple(mask.shape)}"
-            )
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
-    args = dict(dilation=(dh, dw), shift=(sh, sw), bias=bias, mask=mask, scale=scale)
-    fn = BACKENDS.choose(q, k, v, (wh, ww), backend=backend, **args)
-    return fn(q, k, v, (wh, ww), **args)
+    if torch.jit.is_scripting():  # backend choice is Python: a scripted model runs the reference computation
+        window = pair(window_size, "window_size")
+        return reference.forward(q, k, v, window, pair(dilation, "dilation"), pair(shift, "shift"), bias, mask, scale)
+    return _checked_window_attention(q, k, v, window_size, dilation, shift, bias, mask, scale, backend)
 
 
 def _check_shift(
@@ -128,3 +112,27 @@ def _check_shift(
     if dilation != (1, 1):
         raise ValueError(f"window_attention: shift is not defined with dilation > 1, got dilation {dilation}")
     return out  # type: ignore[return-value]
+
+
+def _checked_window_attention(q, k, v, window_size, dilation, shift, bias, mask, scale, backend):
+    # eager mode: validate, choose a backend, run it
+    check_qkv("window_attention", q, k, v, 5, "[B, H, W, heads, D]")
+    wh, ww = pair(window_size, "window_size")
+    dh, dw = pair(dilation, "dilation")
+    check_same_map("window_attention", q, k, v, "[B, H, W, heads]")
+    sh, sw = _check_shift(shift, (wh, ww), (dh, dw), tuple(q.shape[1:3]))
+    n = wh * ww
+    heads = q.shape[3]
+    if bias is not None and tuple(bias.shape) != (heads, n, n):
+        raise ValueError(f"window_attention: bias must be [heads, N, N] = {(heads, n, n)}, got {tuple(bias.shape)}")
+    if mask is not None:
+        n_windows = padded_size(q.shape[1], wh * dh) // wh * (padded_size(q.shape[2], ww * dw) // ww)
+        if tuple(mask.shape) != (n_windows, n, n):
+            raise ValueError(
+                f"window_attention: mask must be [nW, N, N] = {(n_windows, n, n)} for a {q.shape[1]}x{q.shape[2]} "
+                f"map in {wh}x{ww} windows with dilation {(dh, dw)}, got {tuple(mask.shape)}"
+            )
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    args = dict(dilation=(dh, dw), shift=(sh, sw), bias=bias, mask=mask, scale=scale)
+    fn = BACKENDS.choose(q, k, v, (wh, ww), backend=backend, **args)
+    return fn(q, k, v, (wh, ww), **args)

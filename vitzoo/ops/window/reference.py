@@ -71,33 +71,43 @@ def _region_mask(h: int, w: int, wh: int, ww: int, sh: int, sw: int, device: tor
     """Bool ``[nW, N, N]``: True where query and key of a window of the rolled, padded map share a roll region.
 
     Cached per shape and device. NOTE: the cached tensor is shared, so it is only read here (combined into a fresh
-    additive mask) and never handed to callers. Under ``torch.compile`` it is built in the graph instead (Dynamo
-    would ignore the cache and warn).
+    additive mask) and never handed to callers. Under ``torch.compile`` and TorchScript it is built in the graph
+    instead (Dynamo would ignore the cache and warn; TorchScript has no cache).
     """
+    if torch.jit.is_scripting():
+        return _build_region_mask(h, w, wh, ww, sh, sw, device)
     if torch.compiler.is_compiling():
         return _build_region_mask(h, w, wh, ww, sh, sw, device)
     return _cached_region_mask(h, w, wh, ww, sh, sw, device)
 
 
-def forward(q, k, v, window_size, *, dilation=(1, 1), shift=(0, 0), bias=None, mask=None, scale=None) -> torch.Tensor:
+def forward(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    window_size: tuple[int, int],
+    dilation: tuple[int, int] = (1, 1),
+    shift: tuple[int, int] = (0, 0),
+    bias: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    scale: float | None = None,
+) -> torch.Tensor:
     wh, ww = window_size
     dh, dw = dilation
     sh, sw = shift
     b, h, w, heads, _ = q.shape
     shifted = sh > 0 or sw > 0
     if shifted:  # Swin's cyclic shift: the map rolled up/left, windows cut from the rolled map
-        q, k, v = (torch.roll(t, shifts=(-sh, -sw), dims=(1, 2)) for t in (q, k, v))
+        q, k, v = _roll(q, -sh, -sw), _roll(k, -sh, -sw), _roll(v, -sh, -sw)
     hp, wp = padded_size(h, wh * dh), padded_size(w, ww * dw)
     n_win, n = (hp // wh) * (wp // ww), wh * ww
     padded = hp != h or wp != w
-    if n_win == 1 and not padded:  # one window is the whole map: a strided view, no partition copy
-        qw, kw, vw = (t.reshape(b, n, heads, t.shape[-1]).transpose(1, 2) for t in (q, k, v))  # B, heads, N, D
-    else:
-        # B, nW*heads, N, D: folding windows into the head axis keeps SDPA 4-D (its fast CPU kernel) and lets one
-        # [nW*heads, N, N] mask broadcast over the batch
-        qw, kw, vw = (window_partition(pad_hw(t, hp - h, wp - w), wh, ww, dh, dw).flatten(1, 2) for t in (q, k, v))
+    whole_map = n_win == 1 and not padded  # one window is the whole map: a strided view, no partition copy
+    qw = _windows(q, whole_map, wh, ww, dh, dw, hp, wp)
+    kw = _windows(k, whole_map, wh, ww, dh, dw, hp, wp)
+    vw = _windows(v, whole_map, wh, ww, dh, dw, hp, wp)
 
-    attn_mask = None  # additive float, [nW | 1, heads | 1, N, N] until flattened
+    attn_mask: torch.Tensor | None = None  # additive float, [nW | 1, heads | 1, N, N] until flattened
     if bias is not None:
         attn_mask = bias.to(q.dtype)[None]
     if mask is not None:
@@ -105,7 +115,8 @@ def forward(q, k, v, window_size, *, dilation=(1, 1), shift=(0, 0), bias=None, m
         if extra.dtype == torch.bool:
             extra = torch.zeros_like(extra, dtype=q.dtype).masked_fill(~extra, float("-inf"))
         attn_mask = extra.to(q.dtype) if attn_mask is None else attn_mask + extra.to(q.dtype)
-    allowed = None  # bool, [nW, 1, N | 1, N]: keys a query may attend to (real keys of its own roll region)
+    allowed: torch.Tensor | None = None  # bool, [nW, 1, N | 1, N]: keys a query may attend to (real keys of its
+    # own roll region)
     if padded:
         allowed = padding_key_mask(h, w, wh, ww, q.device, dh, dw)[:, None, None, :]  # nW, 1, 1, N
     if shifted:
@@ -118,9 +129,22 @@ def forward(q, k, v, window_size, *, dilation=(1, 1), shift=(0, 0), bias=None, m
         attn_mask = attn_mask.expand(n_win, heads, -1, n).reshape(1, n_win * heads, -1, n)
 
     out = F.scaled_dot_product_attention(qw, kw, vw, attn_mask=attn_mask, scale=scale)  # B, nW*heads, N, Dv
-    if n_win == 1 and not padded:
+    if whole_map:
         out = out.transpose(1, 2).reshape(b, h, w, heads, -1)
     else:
         out = window_reverse(out.unflatten(1, (n_win, heads)), wh, ww, hp, wp, dh, dw)
         out = out[:, :h, :w] if padded else out
-    return torch.roll(out, shifts=(sh, sw), dims=(1, 2)) if shifted else out
+    return _roll(out, sh, sw) if shifted else out
+
+
+def _roll(x: torch.Tensor, sh: int, sw: int) -> torch.Tensor:
+    return torch.roll(x, shifts=(sh, sw), dims=(1, 2))
+
+
+def _windows(t: torch.Tensor, whole_map: bool, wh: int, ww: int, dh: int, dw: int, hp: int, wp: int) -> torch.Tensor:
+    """``[B, H, W, heads, D]`` -> ``[B, nW * heads, N, D]``: folding windows into the head axis keeps SDPA 4-D (its
+    fast CPU kernel) and lets one ``[nW * heads, N, N]`` mask broadcast over the batch."""
+    b, h, w, heads, d = t.shape
+    if whole_map:
+        return t.reshape(b, h * w, heads, d).transpose(1, 2)  # B, heads, N, D
+    return window_partition(pad_hw(t, hp - h, wp - w), wh, ww, dh, dw).flatten(1, 2)
