@@ -120,3 +120,21 @@ def test_sampled_bad_shapes_name_the_expected_ones():
         sampled_window_attention(q, k, v, 3, offsets, scales, bias=torch.zeros(2, 4, 4))
     with pytest.raises(ValueError, match="same shape"):
         sampled_window_attention(q, k[:, :5], v, 3, offsets, scales)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_half_precision_on_cpu_is_finite_and_close_to_float32(seed, dtype, batch):
+    """At batch 1 the per-head key / value map reaches grid_sample as a channels-last-strided view, the layout for
+    which CPU bf16 grid_sample returns NaN; the reference samples in float32 for half inputs."""
+    heads, d, size, ws = 3, 32, 28, 7
+    q, k, v = (torch.randn(batch, size, size, heads, d) for _ in range(3))
+    grid = (batch, heads, 2, size // ws, size // ws)
+    offsets, scales = torch.randn(grid) * 0.5, torch.randn(grid) * 0.5
+    bias = torch.randn(heads, ws * ws, ws * ws)
+    expected = sampled_window_attention(q, k, v, ws, offsets, scales, bias=bias)
+    half = [t.to(dtype) for t in (q, k, v, offsets, scales, bias)]
+    got = sampled_window_attention(*half[:3], ws, *half[3:5], bias=half[5])
+    assert got.dtype == dtype and torch.isfinite(got).all()
+    error = (got.float() - expected).norm() / expected.norm()
+    assert error < 0.02, f"relative L2 error {error:.4f} of {dtype} against float32"

@@ -5,11 +5,18 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import trunc_normal_
+from timm.layers import register_notrace_function, trunc_normal_
 
 from ..ops import sampled_window_attention
 from ..ops._common import pad_hw, padded_size
 from .dpb import relative_offset_index
+
+
+@register_notrace_function  # whether to pad depends on the map size, which FX cannot branch on: it records one call
+def pad_to_windows(x: torch.Tensor, window_size: int) -> torch.Tensor:
+    """Zero-pad a ``[B, H, W, C]`` map at the bottom/right to multiples of ``window_size``."""
+    h, w = x.shape[1], x.shape[2]
+    return pad_hw(x, padded_size(h, window_size) - h, padded_size(w, window_size) - w)
 
 
 class VaryingSizeWindowAttention(nn.Module):
@@ -49,9 +56,8 @@ class VaryingSizeWindowAttention(nn.Module):
 
     def window_regression(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(offsets, scales)``, each ``[B, heads, 2, nH, nW]``, from the zero-padded input map."""
-        b, h, w, _ = x.shape
         ws = self.window_size
-        pooled = pad_hw(x, padded_size(h, ws) - h, padded_size(w, ws) - w).permute(0, 3, 1, 2)  # B, C, Hp, Wp
+        pooled = pad_to_windows(x, ws).permute(0, 3, 1, 2)  # B, C, Hp, Wp
         pooled = F.leaky_relu(F.avg_pool2d(pooled, ws), 0.01)  # B, C, nH, nW
         offsets = self.sampling_offsets(pooled).unflatten(1, (self.num_heads, 2))  # B, heads, 2, nH, nW
         scales = self.sampling_scales(pooled).unflatten(1, (self.num_heads, 2))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from timm.layers import DropPath, LayerNorm2d, Mlp, PatchEmbed
 from timm.models import generate_default_cfgs, register_model
 from timm.models.swin_transformer import PatchMerging
@@ -30,10 +31,17 @@ __all__ = ["SwinVSA"]
 
 
 class NCHWPatchMerging(PatchMerging):
-    """timm's Swin patch merging (2x2 neighbours concatenated, LayerNorm, linear to 2C) fed an NCHW stage output."""
+    """timm's Swin patch merging (2x2 neighbours concatenated, LayerNorm, linear to 2C) fed an NCHW stage output.
+
+    The forward repeats timm's (same padding and neighbour order) rather than calling ``super().forward``, which
+    TorchScript cannot compile.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.permute(0, 2, 3, 1))  # B, H/2, W/2, 2C
+        b, c, h, w = x.shape
+        x = F.pad(x.permute(0, 2, 3, 1), (0, 0, 0, w % 2, 0, h % 2))  # B, H, W, C padded to even H, W
+        x = x.reshape(b, (h + 1) // 2, 2, (w + 1) // 2, 2, c).permute(0, 1, 3, 4, 2, 5).flatten(3)
+        return self.reduction(self.norm(x))  # B, H/2, W/2, 2C
 
 
 def swin_downsample(stage: int, in_chans: int, dim: int) -> nn.Module:

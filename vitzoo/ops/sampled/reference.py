@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .._common import pad_hw, padded_size
+from .._common import accumulation_dtype, pad_hw, padded_size
 from ..window import reference as window_reference
 
 
@@ -62,8 +62,11 @@ def forward(
     hp, wp = padded_size(h, ws), padded_size(w, ws)
     kv = pad_hw(torch.cat((k, v), dim=-1), hp - h, wp - w)  # B, Hp, Wp, heads, D + Dv
     kv = kv.permute(0, 3, 4, 1, 2).reshape(b * heads, -1, hp, wp)  # B*heads, D + Dv, Hp, Wp
-    grid = sampling_grid(offsets.to(q.dtype), scales.to(q.dtype), ws, h, w)
-    kv = F.grid_sample(kv, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    # half inputs sample in float32: a bf16 / fp16 grid cannot address the pixels of a large map exactly, and CPU
+    # grid_sample returns garbage (NaN) for a bf16 input with these strides; the sampled keys / values are cast back
+    acc = accumulation_dtype(q.dtype)
+    grid = sampling_grid(offsets.to(acc), scales.to(acc), ws, h, w)
+    kv = F.grid_sample(kv.to(acc), grid, mode="bilinear", padding_mode="zeros", align_corners=True).to(q.dtype)
     kv = kv.view(b, heads, -1, hp, wp).permute(0, 3, 4, 1, 2)  # B, Hp, Wp, heads, D + Dv
     ks, vs = kv.split([d, v.shape[-1]], dim=-1)
     # the sampled keys fill the whole padded grid (none is padding), so window attention runs unmasked on it
