@@ -20,7 +20,7 @@ $(VENV)/.mm: $(VENV)/.core
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.mm
-	$(PIP) install -q -e '.[dev,mm]'
+	$(PIP) install -q -e '.[dev,mm,export]'
 	# NATTEN's sdist needs the installed torch at build time, hence no build isolation.
 	$(PIP) install -q --no-build-isolation 'natten==0.21.7'
 	touch $@

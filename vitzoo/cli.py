@@ -1,7 +1,8 @@
-"""The ``vitzoo`` command: list models, describe one, benchmark some.
+"""The ``vitzoo`` command: list models, describe one, benchmark or export some.
 
-``vitzoo list [pattern]``, ``vitzoo info MODEL`` and ``vitzoo bench MODEL...``. This module only parses arguments
-and prints; the numbers come from :mod:`vitzoo.stats` and :mod:`vitzoo.benchmark`.
+``vitzoo list [pattern]``, ``vitzoo info MODEL``, ``vitzoo bench MODEL...`` and ``vitzoo export MODEL --format F``.
+This module only parses arguments and prints; the numbers come from :mod:`vitzoo.stats`, :mod:`vitzoo.benchmark`
+and :mod:`vitzoo.export`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import functools
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import timm
 import torch
@@ -241,6 +243,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import ExportError, create_for_export, export_model  # the exporters are imported only here
+    from .hub import CheckpointError
+
+    if not _check_names([args.model]):
+        return EXIT_USAGE
+    try:
+        model = create_for_export(args.model, args.format, args.checkpoint)
+        result = export_model(model, args.format, tuple(args.img_size), Path(args.out), dynamic=args.dynamic)
+    except (ExportError, CheckpointError, FileNotFoundError) as e:
+        print(f"vitzoo: error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {result.path} ({result.format}{', dynamic batch/H/W' if args.dynamic else ''})")
+    for shape, diff in result.max_abs_diff.items():
+        print(f"  input {shape}: max abs difference to eager {diff:.3g}")
+    return 0
+
+
 def _int_at_least(minimum: int):
     def parse(text: str) -> int:
         value = int(text)
@@ -253,8 +273,10 @@ def _int_at_least(minimum: int):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vitzoo", description="List vitzoo models, describe one, benchmark some.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,info,bench}")
+    parser = argparse.ArgumentParser(
+        prog="vitzoo", description="List vitzoo models, describe one, benchmark or export some."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,info,bench,export}")
 
     p = sub.add_parser("list", help="table of models: params, GMACs at 224, feature strides, pretrained tags")
     p.add_argument(
@@ -283,6 +305,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-train", action="store_true", help="time inference only")
     p.add_argument("--out", metavar="PATH.json", default=None, help="also write results and environment as JSON")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("export", help="write a model as TorchScript, a torch.export program or ONNX, and check it")
+    p.add_argument("model", help="timm model name")
+    p.add_argument("--format", required=True, choices=["torchscript", "exported", "onnx"])
+    p.add_argument("--img-size", type=_int_at_least(32), nargs=2, metavar=("H", "W"), default=[224, 224])
+    p.add_argument("--dynamic", action="store_true", help="symbolic batch and H, W (multiples of 32, 224-1024)")
+    p.add_argument("--checkpoint", metavar="FILE", default=None, help="weights (official or vitzoo layout)")
+    p.add_argument("--out", required=True, metavar="PATH")
+    p.set_defaults(func=cmd_export)
     return parser
 
 
