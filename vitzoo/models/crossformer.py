@@ -41,7 +41,7 @@ import re
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, LayerNorm2d, Mlp
+from timm.layers import DropPath, LayerNorm2d, Mlp, register_notrace_function
 from timm.models import generate_default_cfgs, register_model
 
 from ..hub import convert_checkpoint
@@ -53,6 +53,23 @@ from ._factory import create_backbone, imagenet_cfg
 __all__ = ["CrossFormer"]
 
 _LN_EPS = 1e-5  # torch's LayerNorm default, which the official code uses everywhere
+
+
+@register_notrace_function  # FX cannot trace the padding decision (a condition on the map size); it records one call
+def pad_to_multiple(x: torch.Tensor, stride: int) -> torch.Tensor:
+    """Zero-pad an NCHW map at the bottom/right to a multiple of ``stride``; the map itself when it already is."""
+    pad_h, pad_w = -x.shape[2] % stride, -x.shape[3] % stride
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h))
+    return x
+
+
+@register_notrace_function  # FX cannot trace the comparison of the map with the group size; it records one call
+def group_layout(h: int, w: int, group_size: int, interval: int) -> tuple[tuple[int, int], int]:
+    """(group height and width, interval) on an ``h x w`` map: the whole map when ``min(h, w) <= group_size``."""
+    if min(h, w) <= group_size:
+        return (h, w), 1
+    return (group_size, group_size), interval
 
 
 class CrossScaleEmbed(nn.Module):
@@ -77,10 +94,11 @@ class CrossScaleEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.norm_first:
             x = self.norm(x)
-        pad_h, pad_w = -x.shape[2] % self.stride, -x.shape[3] % self.stride
-        if pad_h or pad_w:  # after the norm: the padding is zeros, as the convs' own padding
-            x = F.pad(x, (0, pad_w, 0, pad_h))
-        x = torch.cat([proj(x) for proj in self.projs], dim=1)  # B, C, H / stride, W / stride
+        x = pad_to_multiple(x, self.stride)  # after the norm: the padding is zeros, as the convs' own padding
+        outs = []  # a loop: TorchScript has no comprehension over a ModuleList
+        for proj in self.projs:
+            outs.append(proj(x))
+        x = torch.cat(outs, dim=1)  # B, C, H / stride, W / stride
         return x if self.norm_first else self.norm(x)
 
 
@@ -111,9 +129,7 @@ class GroupAttention(nn.Module):
 
     def grouping(self, h: int, w: int) -> tuple[tuple[int, int], int]:
         """(group height and width, interval) used on an ``h x w`` map."""
-        if min(h, w) <= self.group_size:
-            return (h, w), 1
-        return (self.group_size, self.group_size), self.interval
+        return group_layout(h, w, self.group_size, self.interval)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, c = x.shape
@@ -128,6 +144,9 @@ class CrossFormerBlock(nn.Module):
 
     ``use_acl`` (CrossFormer++): a depthwise 3x3 conv and a LayerNorm replace the block output, without a residual.
     """
+
+    # a TorchScript constant: its ``if`` is resolved when scripting, so blocks without ``ex_conv`` / ``ex_ln`` compile
+    __constants__ = ["use_acl"]
 
     def __init__(
         self,

@@ -29,7 +29,7 @@ import re
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, LayerNorm2d, Mlp
+from timm.layers import DropPath, LayerNorm2d, Mlp, register_notrace_function, register_notrace_module
 from timm.models import generate_default_cfgs, register_model
 
 from ..hub import convert_checkpoint
@@ -41,6 +41,18 @@ from ._factory import create_backbone, imagenet_cfg
 __all__ = ["CSWinTransformer"]
 
 
+@register_notrace_function  # FX cannot trace the clamp (a comparison on the map size); it records one call
+def stripe_window(h: int, w: int, split_size: int, branch: int, global_attn: bool) -> tuple[int, int]:
+    """The window of ``branch`` on an ``h x w`` map: 0 vertical stripes, 1 horizontal ones, or the map if global."""
+    if global_attn:
+        return h, w
+    # a stripe wider than the map is the whole map: the same keys as a padded, masked stripe, and no padding
+    if branch == 0:
+        return h, min(split_size, w)
+    return min(split_size, h), w
+
+
+@register_notrace_module  # its padding and stripe reshapes are decided by the map size: FX keeps it as one call
 class StripeLePE(LePE):
     """LePE applied inside every window on its own: a depthwise conv that never looks across a window border.
 
@@ -55,8 +67,8 @@ class StripeLePE(LePE):
     def forward(self, x: torch.Tensor, window_size: tuple[int, int] | None = None) -> torch.Tensor:
         b, h, w, c = x.shape
         wh, ww = window_size if window_size is not None else (h, w)
-        if wh >= h and ww >= w:  # one window covers the map: a plain conv with zero padding
-            return super().forward(x)
+        if wh >= h and ww >= w:  # one window covers the map: LePE's plain conv (TorchScript has no super() call)
+            return self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # B, H, W, C
         hp, wp = -(-h // wh) * wh, -(-w // ww) * ww
         x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))  # B, Hp, Wp, C
         nh, nw = hp // wh, wp // ww
@@ -81,25 +93,20 @@ class CrossShapedWindowAttention(nn.Module):
         self.lepe = nn.ModuleList([StripeLePE(dim // self.num_branches) for _ in range(self.num_branches)])
         self.proj = nn.Linear(dim, dim)
 
-    def window_sizes(self, h: int, w: int) -> list[tuple[int, int]]:
-        """The window of each branch for an ``h x w`` map: vertical stripes, then horizontal ones (or the map)."""
-        if self.global_attn:
-            return [(h, w)]
-        # a stripe wider than the map is the whole map: the same keys as a padded, masked stripe, and no padding
-        return [(h, min(self.split_size, w)), (min(self.split_size, h), w)]
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, c = x.shape
         head_dim = c // self.num_heads
         q, k, v = self.qkv(x).view(b, h, w, 3, self.num_heads, head_dim).unbind(3)  # each B, H, W, heads, D
         per_branch = self.num_heads // self.num_branches
         outs = []
-        for i, window in enumerate(self.window_sizes(h, w)):
-            heads = slice(i * per_branch, (i + 1) * per_branch)
-            v_i = v[:, :, :, heads]
-            out = window_attention(q[:, :, :, heads], k[:, :, :, heads], v_i, window)  # B, H, W, heads/2, D
-            lepe = self.lepe[i](v_i.reshape(b, h, w, per_branch * head_dim), window)  # B, H, W, C/2
-            outs.append(out.reshape(b, h, w, per_branch * head_dim) + lepe)
+        # one window per branch, asked for by index: FX cannot iterate over a list it only records
+        for i, lepe in enumerate(self.lepe):
+            window = stripe_window(h, w, self.split_size, i, self.global_attn)
+            lo, hi = i * per_branch, (i + 1) * per_branch
+            v_i = v[:, :, :, lo:hi]
+            out = window_attention(q[:, :, :, lo:hi], k[:, :, :, lo:hi], v_i, window)  # B, H, W, heads/2, D
+            lepe_i = lepe(v_i.reshape(b, h, w, per_branch * head_dim), window)  # B, H, W, C/2
+            outs.append(out.reshape(b, h, w, per_branch * head_dim) + lepe_i)
         return self.proj(torch.cat(outs, dim=-1) if len(outs) > 1 else outs[0])
 
 
