@@ -14,6 +14,10 @@ In the official hosts these mixers sit in "windows" as large as the training-res
 here they are global at every input size. The parameters tied to that resolution (Agent's position biases,
 FLatten's positional encoding) are stored at ``base_size`` and resized to the map in every forward, by the same
 functions that :func:`resize_agent_tables` / :func:`resize_positional_encoding` offer checkpoint filters.
+
+Every mixer is TorchScript-compilable and a leaf of ``torch.fx`` traces (timm's ``register_notrace_module``): its
+forward is shaped by the map size at every step (bias and encoding resizes, reshapes to the map), which symbolic
+tracing cannot follow, so a traced host records one call per mixer.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import trunc_normal_
+from timm.layers import register_notrace_module, trunc_normal_
 
 from ..ops import agent_attention, linear_attention
 
@@ -46,14 +50,14 @@ def resize_agent_table(table: torch.Tensor, axis: int, length: int) -> torch.Ten
     if table.shape[axis] == length:
         return table
     moved = table.movedim(axis, -1)  # ..., L
-    lead = moved.shape[:-1]
+    shape = list(moved.shape[:-1]) + [length]
     out = F.interpolate(moved.reshape(1, -1, moved.shape[-1]).float(), size=length, mode="linear")
-    return out.to(table.dtype).reshape(*lead, length).movedim(-1, axis)
+    return out.to(table.dtype).reshape(shape).movedim(-1, axis)
 
 
 def resize_positional_encoding(pe: torch.Tensor, base_size: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
     """Resize FLatten's ``[1, h0 * w0, C]`` key positional encoding to ``size`` (bicubic, as an image)."""
-    if tuple(base_size) == tuple(size):
+    if base_size[0] == size[0] and base_size[1] == size[1]:
         return pe
     c = pe.shape[-1]
     grid = pe.reshape(1, base_size[0], base_size[1], c).permute(0, 3, 1, 2)  # 1, C, h0, w0
@@ -61,28 +65,43 @@ def resize_positional_encoding(pe: torch.Tensor, base_size: tuple[int, int], siz
     return grid.flatten(2).transpose(1, 2)  # 1, h*w, C
 
 
+def shape_str(x: torch.Tensor) -> str:
+    """``(1, 3, 224)``, as Python prints a tuple (TorchScript has no ``tuple(list)``)."""
+    dims = [str(d) for d in x.shape]
+    return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
+
+
+@register_notrace_module  # subclasses included: the leaf test is isinstance
 class GlobalAttention2d(nn.Module):
     """Projections shared by the global mixers; subclasses implement :meth:`mix`."""
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, split_q: bool = False, num_prefix_tokens=0):
         super().__init__()
+        # an instance copy for error messages: TorchScript cannot read type(self)
+        self.mixer_name = type(self).__name__
         if dim % num_heads:
-            raise ValueError(f"{type(self).__name__}: dim {dim} must be divisible by num_heads {num_heads}")
+            raise ValueError(f"{self.mixer_name}: dim {dim} must be divisible by num_heads {num_heads}")
         self.dim, self.num_heads, self.head_dim = dim, num_heads, dim // num_heads
         self.num_prefix_tokens = num_prefix_tokens
         self.split_q = split_q
+        # the absent layout is None, so that TorchScript compiles only the present one
         if split_q:  # PVT's layout
+            self.qkv = None
             self.q = nn.Linear(dim, dim, bias=qkv_bias)
             self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
         else:
             self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+            self.q = self.kv = None
         self.proj = nn.Linear(dim, dim)
 
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``q, k, v`` as ``[B, T, C]``."""
-        if self.split_q:
-            return (self.q(x), *self.kv(x).chunk(2, dim=-1))
-        return self.qkv(x).chunk(3, dim=-1)
+        if self.qkv is not None:
+            q, k, v = self.qkv(x).chunk(3, dim=-1)
+        else:
+            q = self.q(x)
+            k, v = self.kv(x).chunk(2, dim=-1)
+        return q, k, v
 
     def heads(self, t: torch.Tensor) -> torch.Tensor:
         b, n, _ = t.shape
@@ -91,7 +110,7 @@ class GlobalAttention2d(nn.Module):
     def value_map(self, v: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """The map tokens of ``v`` ``[B, T, C]`` as an image ``[B, C, H, W]``."""
         b, _, c = v.shape
-        return v[:, self.num_prefix_tokens :].transpose(1, 2).reshape(b, c, *size)
+        return v[:, self.num_prefix_tokens :].transpose(1, 2).reshape(b, c, size[0], size[1])
 
     def add_to_map(self, out: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
         """Add ``local`` ``[B, C, H, W]`` to the map tokens of ``out`` ``[B, T, C]`` (prefix tokens untouched)."""
@@ -103,8 +122,8 @@ class GlobalAttention2d(nn.Module):
     def check_size(self, x: torch.Tensor, size: tuple[int, int]) -> None:
         if x.dim() != 3 or x.shape[1] != self.num_prefix_tokens + size[0] * size[1] or x.shape[2] != self.dim:
             raise ValueError(
-                f"{type(self).__name__}: expected [B, {self.num_prefix_tokens} + {size[0]}*{size[1]}, {self.dim}] "
-                f"tokens for a {size[0]}x{size[1]} map, got {tuple(x.shape)}"
+                f"{self.mixer_name}: expected [B, {self.num_prefix_tokens} + {size[0]}*{size[1]}, {self.dim}] "
+                f"tokens for a {size[0]}x{size[1]} map, got {shape_str(x)}"
             )
 
     def forward(self, x: torch.Tensor, size: tuple[int, int], context: torch.Tensor | None = None) -> torch.Tensor:
@@ -156,6 +175,8 @@ class AgentAttention2d(GlobalAttention2d):
         if num_prefix_tokens:
             self.ac_bias = nn.Parameter(torch.zeros(1, num_heads, agent_num, 1))
             self.ca_bias = nn.Parameter(torch.zeros(1, num_heads, 1, agent_num))
+        else:  # None rather than absent, so that TorchScript drops the class-token branch
+            self.ac_bias = self.ca_bias = None
         for p in self.bias_tables():
             trunc_normal_(p, std=0.02)
 
@@ -175,7 +196,7 @@ class AgentAttention2d(GlobalAttention2d):
         na = F.interpolate(self.na_bias, size=size, mode="bilinear", align_corners=False)
         agent_bias = an.reshape(heads, a, h * w) + (ah + aw).reshape(heads, a, h * w)
         query_bias = na.reshape(heads, a, h * w).transpose(1, 2) + (ha + wa).reshape(heads, h * w, a)
-        if self.num_prefix_tokens:
+        if self.ac_bias is not None and self.ca_bias is not None:
             agent_bias = torch.cat([self.ac_bias[0], agent_bias], dim=2)
             query_bias = torch.cat([self.ca_bias[0], query_bias], dim=1)
         return agent_bias, query_bias
@@ -222,10 +243,11 @@ class InLineAttention2d(GlobalAttention2d):
         q, k, v = self.project(x)
         out = linear_attention(self.heads(q), self.heads(k), self.heads(v), normalization="injective")
         out = out.transpose(1, 2).reshape(b, t, c)
-        context = x.mean(dim=1) if context is None else context  # B, C
-        kernels = self.residual(context.unsqueeze(-1)).reshape(b * c, 1, 3, 3)  # one 3x3 kernel per (sample, channel)
+        source = x.mean(dim=1) if context is None else context  # B, C
+        kernels = self.residual(source.unsqueeze(-1)).reshape(b * c, 1, 3, 3)  # one 3x3 kernel per (sample, channel)
         v_map = self.value_map(v, size)
-        local = F.conv2d(v_map.reshape(1, b * c, *size), kernels, padding=1, groups=b * c).view(b, c, *size)
+        h, w = size
+        local = F.conv2d(v_map.reshape(1, b * c, h, w), kernels, padding=1, groups=b * c).view(b, c, h, w)
         if self.dwc is not None:
             local = local + self.dwc(v_map)
         return self.add_to_map(out, local)
@@ -239,7 +261,7 @@ def focused_feature_map(x: torch.Tensor, scale: torch.Tensor, focusing_factor: f
     """
     t = (F.relu(x.float()) + 1e-6) / F.softplus(scale.float())
     powered = t**focusing_factor
-    return (powered * (t.norm(dim=-1, keepdim=True) / powered.norm(dim=-1, keepdim=True))).to(x.dtype)
+    return (powered * (t.norm(p=2, dim=-1, keepdim=True) / powered.norm(p=2, dim=-1, keepdim=True))).to(x.dtype)
 
 
 class FocusedLinearAttention2d(GlobalAttention2d):
@@ -277,8 +299,9 @@ class FocusedLinearAttention2d(GlobalAttention2d):
         k = focused_feature_map(k, self.scale, self.focusing_factor)
         out = linear_attention(self.heads(q), self.heads(k), self.heads(v), normalization="divide", eps=1e-6)
         out = out.transpose(1, 2).reshape(b, t, c)
-        v_heads = self.heads(v).reshape(b * self.num_heads, *size, self.head_dim).permute(0, 3, 1, 2)
-        local = self.dwc(v_heads).reshape(b, c, *size)  # heads' maps in channel order
+        h, w = size
+        v_heads = self.heads(v).reshape(b * self.num_heads, h, w, self.head_dim).permute(0, 3, 1, 2)
+        local = self.dwc(v_heads).reshape(b, c, h, w)  # heads' maps in channel order
         if self.lepe is not None:
             local = local + self.lepe(self.value_map(v, size))
         return self.add_to_map(out, local)

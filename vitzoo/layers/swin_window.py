@@ -28,14 +28,21 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath, Mlp, to_2tuple, trunc_normal_
+from timm.layers import DropPath, Mlp, register_notrace_function, to_2tuple, trunc_normal_
 
 from ..ops import window_attention
 from .dpb import relative_offset_index
 
-__all__ = ["SwinWindowAttention", "SwinWindowBlock", "swin_window_and_shift"]
+__all__ = ["SwinWindowAttention", "SwinWindowBlock", "crop_relative_position_index", "swin_window_and_shift"]
 
 
+def _axis_window_and_shift(side: int, window: int, shift: int) -> tuple[int, int]:
+    if side <= window:
+        return side, 0
+    return window, shift if shift < window else window // 2
+
+
+@register_notrace_function  # torch.fx cannot branch on the map size; it records the rule as one call
 def swin_window_and_shift(
     size: tuple[int, int], window: tuple[int, int], shift: tuple[int, int]
 ) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -43,15 +50,21 @@ def swin_window_and_shift(
 
     A ``shift`` that does not fit its (unshrunk) window becomes ``window // 2``.
     """
-    out_window, out_shift = [], []
-    for side, win, s in zip(size, window, shift):
-        if side <= win:
-            out_window.append(side)
-            out_shift.append(0)
-        else:
-            out_window.append(win)
-            out_shift.append(s if s < win else win // 2)
-    return tuple(out_window), tuple(out_shift)  # type: ignore[return-value]
+    wh, sh = _axis_window_and_shift(size[0], window[0], shift[0])
+    ww, sw = _axis_window_and_shift(size[1], window[1], shift[1])
+    return (wh, ww), (sh, sw)
+
+
+@register_notrace_function  # torch.fx cannot compare the window with the table's; it records the crop as one call
+def crop_relative_position_index(
+    index: torch.Tensor, table_window: tuple[int, int], window: tuple[int, int]
+) -> torch.Tensor:
+    """The ``[N, N]`` index of a window ``(a, b) <= table_window`` (``N = a * b``), cropped from the table's."""
+    wh, ww = table_window
+    a, b = window
+    if a == wh and b == ww:
+        return index
+    return index.view(wh, ww, wh, ww)[:a, :b, :a, :b].reshape(a * b, a * b)
 
 
 class SwinWindowAttention(nn.Module):
@@ -86,13 +99,10 @@ class SwinWindowAttention(nn.Module):
 
     def relative_position_bias(self, window: tuple[int, int]) -> torch.Tensor:
         """``[heads, N, N]``, ``N = a * b``, for a window ``(a, b) <= window_size`` (see the module docstring)."""
-        wh, ww = self.window_size
-        a, b = window
-        index = self.relative_position_index  # wh*ww, wh*ww
-        if (a, b) != (wh, ww):
-            index = index.view(wh, ww, wh, ww)[:a, :b, :a, :b].reshape(a * b, a * b)
+        index = crop_relative_position_index(self.relative_position_index, self.window_size, window)  # N, N
+        n = index.shape[0]
         bias = self.relative_position_bias_table[index.reshape(-1)]  # N*N, heads
-        return bias.view(a * b, a * b, -1).permute(2, 0, 1)  # heads, N, N
+        return bias.view(n, n, -1).permute(2, 0, 1)  # heads, N, N
 
     def forward(self, x: torch.Tensor, window: tuple[int, int], shift: tuple[int, int] = (0, 0)) -> torch.Tensor:
         qkv = self.qkv(x).unflatten(-1, (3, self.num_heads, -1))  # B, H, W, 3, heads, D
@@ -141,9 +151,9 @@ class SwinWindowBlock(nn.Module):
 
     def window_and_shift(self, size: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
         """Window and shift of a forward on a ``size`` map (``window_size``, ``shift_size`` at ``input_resolution``)."""
-        return swin_window_and_shift(tuple(size), self.window_size, self.target_shift_size)
+        return swin_window_and_shift((size[0], size[1]), self.window_size, self.target_shift_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        window, shift = self.window_and_shift(x.shape[1:3])
+        window, shift = self.window_and_shift((x.shape[1], x.shape[2]))
         x = x + self.drop_path1(self.attn(self.norm1(x), window, shift))  # B, H, W, C
         return x + self.drop_path2(self.mlp(self.norm2(x)))

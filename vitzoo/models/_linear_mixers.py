@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, Mlp
+from timm.layers import DropPath, Mlp, register_notrace_function
 from timm.models import generate_default_cfgs
 
 from ..layers.global_attn import (
@@ -85,6 +85,20 @@ def make_mixer(
     raise ValueError(f"mixer must be one of {MIXERS}, got {mixer!r}")
 
 
+@register_notrace_function  # torch.fx cannot branch on the input's rank; it records this as one call
+def block_tokens(x: torch.Tensor, size: tuple[int, int] | None) -> tuple[torch.Tensor, tuple[int, int]]:
+    """A mixer block's input as ``[B, T, C]`` tokens and its map size: a ``[B, H, W, C]`` map is flattened, tokens
+    need ``size``."""
+    if x.dim() == 4:
+        return x.flatten(1, 2), (x.shape[1], x.shape[2])
+    if size is None:
+        raise ValueError(
+            f"a mixer block takes a [B, H, W, C] map, or [B, T, C] tokens and their map size; got a {x.dim()}-D "
+            "input without a size"
+        )
+    return x, size
+
+
 class GlobalMixerBlock(nn.Module):
     """Pre-norm transformer block around a global mixer, on a ``[B, H, W, C]`` map or ``[B, T, C]`` tokens.
 
@@ -110,14 +124,14 @@ class GlobalMixerBlock(nn.Module):
         self.context_from_input = context_from_input
 
     def forward(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
-        is_map = x.dim() == 4
-        if is_map:
-            b, h, w, c = x.shape
-            x, size = x.reshape(b, h * w, c), (h, w)  # B, H*W, C
-        context = x.mean(dim=1) if self.context_from_input else None
-        x = x + self.drop_path(self.attn(self.norm1(x), size, context))
+        shape = x.shape
+        x, map_size = block_tokens(x, size)  # B, T, C
+        context: torch.Tensor | None = None
+        if self.context_from_input:
+            context = x.mean(dim=1)
+        x = x + self.drop_path(self.attn(self.norm1(x), map_size, context))
         x = x + self.drop_path(self.mlp(self.norm2(x)))
-        return x.view(b, h, w, c) if is_map else x
+        return x.view(shape)  # the input's layout: a map again, or the same tokens
 
 
 def mixer_no_weight_decay(model: nn.Module) -> set[str]:

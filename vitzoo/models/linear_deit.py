@@ -15,8 +15,8 @@ the patch grid of each input, which is zero-padded to a multiple of 16, so any i
 Feature maps (``forward_intermediates``, ``features_only``) are block outputs at stride 16, as for timm's ViTs.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: torch.fx copies the annotations of the root ``forward`` (defined here)
+# into the traced graph's code, and TorchScript cannot read them as strings.
 import math
 from functools import partial
 
@@ -28,7 +28,7 @@ from timm.models._features import feature_take_indices
 from timm.models.vision_transformer import Block
 
 from ..hub import convert_checkpoint
-from ._contract import HierarchicalBackbone, drop_path_rates
+from ._contract import HierarchicalBackbone, check_image_batch, drop_path_rates
 from ._factory import create_backbone
 from ._linear_mixers import (
     GlobalMixerBlock,
@@ -47,7 +47,14 @@ POOLS = ("token", "avg", "")
 def resample_pos_embed(pos_embed: torch.Tensor, size: tuple[int, int], old_size: tuple[int, int]) -> torch.Tensor:
     """The class-token-first position embedding on another patch grid: plain bicubic, as the official loaders do
     (timm's default adds antialiasing, which changes the values when shrinking)."""
-    return resample_abs_pos_embed(pos_embed, size, old_size, num_prefix_tokens=1, antialias=False)
+    new_size, stored_size = [size[0], size[1]], [old_size[0], old_size[1]]  # timm's signature takes lists
+    return resample_abs_pos_embed(pos_embed, new_size, stored_size, num_prefix_tokens=1, antialias=False)
+
+
+def checkpoint_block(block: nn.Module, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """One block under activation checkpointing (eager only: TorchScript never compiles it)."""
+    fn = partial(block, size=size) if isinstance(block, GlobalMixerBlock) else block
+    return torch.utils.checkpoint.checkpoint(fn, x, use_reentrant=False)
 
 
 class LinearDeiT(HierarchicalBackbone):
@@ -132,29 +139,34 @@ class LinearDeiT(HierarchicalBackbone):
         self.head = self.new_head(num_classes)
 
     def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        self.check_input(x)
+        # check_input's call, made here so that torch.fx finds the notrace check in this module's globals
+        check_image_batch(x, self.in_chans, self.min_input_size, self.model_name)
         x = self.patch_embed(x)  # B, h, w, C
         b, h, w, c = x.shape
-        pos_embed = self.pos_embed
-        if (h, w) != self.grid_size:
-            pos_embed = resample_pos_embed(pos_embed, (h, w), self.grid_size)
+        # timm's resample returns the table itself on the grid it was stored for
+        pos_embed = resample_pos_embed(self.pos_embed, (h, w), self.grid_size)
         x = torch.cat([self.cls_token.expand(b, -1, -1), x.reshape(b, h * w, c)], dim=1)
         return x + pos_embed, (h, w)
 
-    def _run_block(self, block: nn.Module, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        if isinstance(block, GlobalMixerBlock):
-            fn = partial(block, size=size)
-        else:
-            fn = block
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            return torch.utils.checkpoint.checkpoint(fn, x, use_reentrant=False)
-        return fn(x)
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x, size = self._embed(x)
+        # Only GlobalMixerBlock has context_from_input, and only it takes the map size. TorchScript unrolls the loop
+        # and resolves hasattr per block, so each call is compiled for its own block type; isinstance would not do:
+        # TorchScript matches module classes by compiled type name, which it mangles when a structurally different
+        # GlobalMixerBlock was compiled before (e.g. another model in the same process).
         for block in self.blocks:
-            x = self._run_block(block, x, size)
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x = checkpoint_block(block, x, size)
+            elif hasattr(block, "context_from_input"):
+                x = block(x, size)
+            else:
+                x = block(x)
         return self.norm(x)  # B, 1 + h*w, C
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # HierarchicalBackbone's, defined again here because torch.fx wraps notrace functions (the input check, the
+        # position embedding resample) only where they are looked up in the globals of a traced forward's module
+        return self.forward_head(self.forward_features(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if self.global_pool == "token":
@@ -181,7 +193,12 @@ class LinearDeiT(HierarchicalBackbone):
         x, (h, w) = self._embed(x)
         intermediates = []
         for i, block in enumerate(blocks):
-            x = self._run_block(block, x, (h, w))
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x = checkpoint_block(block, x, (h, w))
+            elif hasattr(block, "context_from_input"):  # a GlobalMixerBlock: see forward_features
+                x = block(x, (h, w))
+            else:
+                x = block(x)
             if i in take_indices:
                 out = (self.norm(x) if norm else x)[:, self.num_prefix_tokens :]
                 if output_fmt == "NCHW":

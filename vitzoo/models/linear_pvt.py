@@ -22,7 +22,7 @@ import re
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import trunc_normal_
+from timm.layers import register_notrace_function, trunc_normal_
 from timm.models import register_model
 
 from ..hub import convert_checkpoint
@@ -42,6 +42,7 @@ from .linear_swin import stage_sizes
 __all__ = ["LinearPVT"]
 
 
+@register_notrace_function  # torch.fx cannot branch on the map size; it records the resize as one call
 def resize_pos_embed(
     pos_embed: torch.Tensor, base_size: tuple[int, int], size: tuple[int, int], mode: str = "bilinear"
 ) -> torch.Tensor:
@@ -50,9 +51,9 @@ def resize_pos_embed(
     Bilinear in the forward pass, bicubic when a checkpoint is moved to another ``img_size``: both as the official
     code does (its forward and its loader differ).
     """
-    if tuple(base_size) == tuple(size):
+    if base_size[0] == size[0] and base_size[1] == size[1]:
         return pos_embed
-    grid = pos_embed.reshape(1, *base_size, -1).permute(0, 3, 1, 2)  # 1, C, h0, w0
+    grid = pos_embed.reshape(1, base_size[0], base_size[1], -1).permute(0, 3, 1, 2)  # 1, C, h0, w0
     grid = F.interpolate(grid.float(), size=size, mode=mode, align_corners=False).to(pos_embed.dtype)
     return grid.flatten(2).transpose(1, 2)  # 1, h*w, C
 
@@ -90,16 +91,18 @@ class SpatialReductionAttention(nn.Module):
         if sr_ratio > 1:
             self.sr = nn.Conv2d(dim, dim, sr_ratio, stride=sr_ratio)
             self.norm = nn.LayerNorm(dim)
+        else:  # None rather than absent, so that TorchScript drops the reduction branch
+            self.sr = self.norm = None
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int], context: torch.Tensor | None = None) -> torch.Tensor:
         b, n, c = x.shape
         heads, d = self.num_heads, c // self.num_heads
         q = self.q(x).view(b, n, heads, d).transpose(1, 2)  # B, heads, N, D
-        if self.sr_ratio > 1:
-            x = self.sr(x.transpose(1, 2).reshape(b, c, *size)).flatten(2).transpose(1, 2)  # B, N / sr^2, C
+        if self.sr is not None and self.norm is not None:
+            x = self.sr(x.transpose(1, 2).reshape(b, c, size[0], size[1])).flatten(2).transpose(1, 2)  # B, N / sr^2, C
             x = self.norm(x)
-        k, v = self.kv(x).view(b, -1, 2, heads, d).permute(2, 0, 3, 1, 4)  # each B, heads, M, D
+        k, v = self.kv(x).view(b, -1, 2, heads, d).permute(2, 0, 3, 1, 4).unbind(0)  # each B, heads, M, D
         out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
