@@ -48,7 +48,8 @@ def test_block_layouts_follow_the_released_configs():
     assert swin_b.stages[3].blocks[1].shift_size == (0, 0)
     # agents per stage 9-16-49-49, tables sized for the 224 maps 56-28-14
     assert [swin_b.stages[i].blocks[0].attn.agent_num for i in range(3)] == [9, 16, 49]
-    assert swin_b.stages[0].blocks[0].attn.ah_bias.shape == (1, 4, 9, 56, 1)
+    # stored without the official leading 1 (5-D parameters would break model.to(memory_format=channels_last))
+    assert swin_b.stages[0].blocks[0].attn.ah_bias.shape == (4, 9, 56, 1)
     assert flatten_cswin.stages[1].blocks[0].attn.positional_encoding.shape == (1, 28 * 28, 128)
 
 
@@ -78,7 +79,7 @@ def test_official_224_weights_at_288(name, seed):
     at_288.load_state_dict(filter_fn({"model": official}, at_288))
     if "agent" in name:
         first = at_288.get_submodule("blocks.0.attn" if "deit" in name else "stages.0.blocks.0.attn")
-        assert first.ah_bias.shape[3] == (18 if "deit" in name else 72)
+        assert first.ah_bias.shape[2] == (18 if "deit" in name else 72)
     if "pvt" in name:
         pe = official["pos_embed1"].reshape(1, 56, 56, -1).permute(0, 3, 1, 2)
         pe = F.interpolate(pe, size=(72, 72), mode="bicubic", align_corners=False).flatten(2).transpose(1, 2)

@@ -38,8 +38,10 @@ __all__ = [
     "resize_positional_encoding",
 ]
 
-# Agent's learned bias tables: name -> the dimension of the (1, heads, ...) tensor that runs along the map
-AGENT_AXIS_TABLES = {"ah_bias": 3, "aw_bias": 4, "ha_bias": 2, "wa_bias": 3}
+# Agent's row / column bias tables: name -> the dimension of the (heads, ...) tensor that runs along the map.
+# The official tables carry a leading 1 (5-D); they are stored 4-D here because Module.to(memory_format=...)
+# converts every 4-D and 5-D parameter and rejects these 5-D shapes. Checkpoint filters drop that leading 1.
+AGENT_AXIS_TABLES = {"ah_bias": 2, "aw_bias": 3, "ha_bias": 1, "wa_bias": 2}
 
 
 def resize_agent_table(table: torch.Tensor, axis: int, length: int) -> torch.Tensor:
@@ -168,10 +170,10 @@ class AgentAttention2d(GlobalAttention2d):
         self.dwc = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
         self.an_bias = nn.Parameter(torch.zeros(num_heads, agent_num, 7, 7))
         self.na_bias = nn.Parameter(torch.zeros(num_heads, agent_num, 7, 7))
-        self.ah_bias = nn.Parameter(torch.zeros(1, num_heads, agent_num, h0, 1))
-        self.aw_bias = nn.Parameter(torch.zeros(1, num_heads, agent_num, 1, w0))
-        self.ha_bias = nn.Parameter(torch.zeros(1, num_heads, h0, 1, agent_num))
-        self.wa_bias = nn.Parameter(torch.zeros(1, num_heads, 1, w0, agent_num))
+        self.ah_bias = nn.Parameter(torch.zeros(num_heads, agent_num, h0, 1))
+        self.aw_bias = nn.Parameter(torch.zeros(num_heads, agent_num, 1, w0))
+        self.ha_bias = nn.Parameter(torch.zeros(num_heads, h0, 1, agent_num))
+        self.wa_bias = nn.Parameter(torch.zeros(num_heads, 1, w0, agent_num))
         if num_prefix_tokens:
             self.ac_bias = nn.Parameter(torch.zeros(1, num_heads, agent_num, 1))
             self.ca_bias = nn.Parameter(torch.zeros(1, num_heads, 1, agent_num))
@@ -188,10 +190,10 @@ class AgentAttention2d(GlobalAttention2d):
         """Agent-to-key ``[heads, A, T]`` and query-to-agent ``[heads, T, A]`` biases for a ``size`` map."""
         h, w = size
         heads, a = self.num_heads, self.agent_num
-        ah = resize_agent_table(self.ah_bias, 3, h)
-        aw = resize_agent_table(self.aw_bias, 4, w)
-        ha = resize_agent_table(self.ha_bias, 2, h)
-        wa = resize_agent_table(self.wa_bias, 3, w)
+        ah = resize_agent_table(self.ah_bias, 2, h)  # heads, A, h, 1
+        aw = resize_agent_table(self.aw_bias, 3, w)  # heads, A, 1, w
+        ha = resize_agent_table(self.ha_bias, 1, h)  # heads, h, 1, A
+        wa = resize_agent_table(self.wa_bias, 2, w)  # heads, 1, w, A
         an = F.interpolate(self.an_bias, size=size, mode="bilinear", align_corners=False)  # heads, A, h, w
         na = F.interpolate(self.na_bias, size=size, mode="bilinear", align_corners=False)
         agent_bias = an.reshape(heads, a, h * w) + (ah + aw).reshape(heads, a, h * w)

@@ -146,14 +146,19 @@ def mixer_no_weight_decay(model: nn.Module) -> set[str]:
 def fit_resolution_tables(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """Resize the mixers' resolution-tied tables of ``state_dict`` to ``model``'s (another ``img_size``).
 
-    Agent's row / column bias tables are resized linearly along the map axis (as the official loader does), FLatten's
-    key positional encoding bicubically as a square grid. Other entries pass unchanged; the caller checks shapes.
+    Agent's row / column bias tables lose the official leading 1 and are resized linearly along the map axis (as the
+    official loader does), FLatten's key positional encoding bicubically as a square grid. Other entries pass
+    unchanged; the caller checks shapes.
     """
     expected = model.state_dict()
     out = {}
     for key, value in state_dict.items():
         target = expected.get(key)
         name = key.rsplit(".", 1)[-1]
+        if target is not None and name in AGENT_AXIS_TABLES and value.dim() == target.dim() + 1:
+            # the official (1, heads, ...) layout: vitzoo stores these tables without the leading 1
+            if value.shape[0] == 1:
+                value = value.squeeze(0)
         if target is not None and target.shape != value.shape:
             if name in AGENT_AXIS_TABLES:
                 axis = AGENT_AXIS_TABLES[name]
