@@ -226,3 +226,113 @@ def test_torch_compile_matches_eager(name, seed):
         eager = model(x)
         compiled = torch.compile(model)(x)
     torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=1e-4)
+
+
+# --- deployment: TorchScript and torch.fx -------------------------------------------------------------------------
+def _smallest_per_family() -> list[str]:
+    """The variant with the fewest parameters of every family (CrossFormer++ counted apart from CrossFormer)."""
+    from vitzoo.kernel_launches import family
+
+    def params(name: str) -> float:
+        printed = PAPER_TABLE[name].checked_params
+        if printed is not None:
+            return float(printed)
+        with torch.device("meta"):
+            return count_params(_create(name)) / 1e6
+
+    smallest: dict[str, tuple[float, str]] = {}
+    for name in ALL_MODELS:
+        key = family(name) + ("_pp" if "_pp_" in name else "")
+        smallest[key] = min(smallest.get(key, (float("inf"), "")), (params(name), name))
+    return sorted(name for _, name in smallest.values())
+
+
+DEPLOY_FAST = _smallest_per_family()
+DEPLOY_MODELS = DEPLOY_FAST + [pytest.param(m, marks=pytest.mark.slow) for m in ALL_MODELS if m not in DEPLOY_FAST]
+DEPLOY_IMG = (2, 3, 64, 96)
+
+
+def _fx_model(model: nn.Module) -> nn.Module:
+    """The model traced as timm's FX feature extraction traces it (timm's no-trace functions and leaf modules),
+    returning its output."""
+    from timm.models import get_notrace_functions, get_notrace_modules
+    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+
+    tracer_kwargs = dict(leaf_modules=get_notrace_modules(), autowrap_functions=get_notrace_functions())
+    train_nodes, eval_nodes = get_graph_node_names(model, tracer_kwargs=tracer_kwargs)
+    return create_feature_extractor(
+        model, train_return_nodes=[train_nodes[-1]], eval_return_nodes=[eval_nodes[-1]], tracer_kwargs=tracer_kwargs
+    )
+
+
+def _only_output(out) -> torch.Tensor:
+    return next(iter(out.values())) if isinstance(out, dict) else out
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # deprecated, still what deployments load
+@pytest.mark.parametrize("name", DEPLOY_MODELS)
+def test_torchscript_saved_and_loaded_matches_eager(name, seed, tmp_path):
+    with timm.layers.set_scriptable(True):
+        model = _create(name).eval()
+    x = torch.randn(DEPLOY_IMG)
+    scripted = torch.jit.script(model)
+    torch.jit.save(scripted, tmp_path / "model.pt")
+    loaded = torch.jit.load(tmp_path / "model.pt")
+    with torch.no_grad():
+        eager = model(x)
+        torch.testing.assert_close(scripted(x), eager, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(loaded(x), eager, rtol=1e-5, atol=1e-5)
+    with pytest.raises(torch.jit.Error, match="input channels"):  # the eager input check survives scripting
+        loaded(torch.randn(1, 4, 64, 64))
+
+
+@pytest.mark.parametrize("name", DEPLOY_MODELS)
+def test_fx_traced_matches_eager(name, seed):
+    model = _create(name).eval()
+    x = torch.randn(DEPLOY_IMG)
+    with torch.no_grad():
+        torch.testing.assert_close(_only_output(_fx_model(model)(x)), model(x), rtol=1e-5, atol=1e-5)
+
+
+# the traced graph scripted, and training through it: a few families by default (every family and variant under
+# -m slow); the default suite already scripts and traces one model of every family above
+FX_EXTRA_FAST = ["vitzoo_van_b0", "vitzoo_cswin_t", "vitzoo_swin_vsa_t", "vitzoo_agent_pvt_t"]
+FX_EXTRA = FX_EXTRA_FAST + [pytest.param(m, marks=pytest.mark.slow) for m in ALL_MODELS if m not in FX_EXTRA_FAST]
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
+@pytest.mark.parametrize("name", FX_EXTRA)
+def test_fx_traced_then_scripted_matches_eager(name, seed):
+    model = _create(name).eval()
+    x = torch.randn(DEPLOY_IMG)
+    scripted = torch.jit.script(_fx_model(model))
+    with torch.no_grad():
+        torch.testing.assert_close(_only_output(scripted(x)), model(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", FX_EXTRA)
+def test_fx_traced_training_reaches_every_parameter(name, seed):
+    model = _create(name, num_classes=7).train()
+    traced = _fx_model(model)
+    _only_output(traced(torch.randn(DEPLOY_IMG))).sum().backward()
+    missing = [n for n, p in traced.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f"no gradient through the traced model for {missing[:5]}"
+
+
+@pytest.mark.parametrize("name", DEPLOY_MODELS)
+def test_channels_last_and_half_precision_match_float32(name, seed):
+    """``model.to(memory_format=torch.channels_last)`` runs and matches; bfloat16 (on CPU; also float16 on CUDA)
+    gives finite logits within 2% relative L2 of float32."""
+    model = _create(name).eval()
+    x = torch.randn(DEPLOY_IMG)
+    with torch.no_grad():
+        want = model(x)
+        cl = model.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+        torch.testing.assert_close(cl, want, rtol=1e-4, atol=1e-4)
+        dtypes = [torch.bfloat16] + ([torch.float16] if torch.cuda.is_available() else [])
+        for dtype in dtypes:
+            got = model.to(dtype)(x.to(dtype)).float()
+            assert torch.isfinite(got).all(), f"non-finite {dtype} logits"
+            rel = (got - want).norm() / want.norm()
+            assert rel < 0.02, f"{dtype} logits {rel:.3%} (relative L2) from float32"
+            model.float()
