@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 
 def pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
@@ -26,12 +27,44 @@ def _checked_pair(value, name: str) -> tuple[int, int]:
     return out  # type: ignore[return-value]
 
 
+def always(cond: bool) -> bool:
+    """``cond`` itself for concrete sizes; for symbolic ones (``torch.export`` or ``torch.compile`` with dynamic
+    shapes) True only when it holds at every size, and without adding a guard.
+
+    Shape shortcuts (skip the padding, skip the mask) branch on it: a traced program then keeps the general path
+    wherever the shortcut would only hold at the traced size, so it stays valid at every size it accepts. The
+    general path must compute the same values as the shortcut where both apply.
+    """
+    if torch.jit.is_scripting():
+        return cond
+    return statically_known_true(cond)
+
+
 def pad_hw(x: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
     """Zero-pad a ``[B, H, W, ...]`` tensor at the bottom and right."""
-    if pad_h == 0 and pad_w == 0:
+    if always(pad_h == 0) and always(pad_w == 0):
         return x
     pad = [0, 0] * (x.dim() - 3) + [0, pad_w, 0, pad_h]  # dims after W stay unpadded
     return F.pad(x, pad)
+
+
+def crop_hw(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``x[:, :h, :w]`` of a ``[B, Hp, Wp, ...]`` tensor padded at the bottom/right (``x`` itself when nothing is cut)."""
+    if torch.jit.is_scripting():
+        return x[:, :h, :w]
+    if always(x.shape[1] == h) and always(x.shape[2] == w):
+        return x
+    if isinstance(h, torch.SymInt) or isinstance(w, torch.SymInt):
+        return _gather_hw(x, h, w)
+    return x[:, :h, :w]
+
+
+def _gather_hw(x: torch.Tensor, h, w) -> torch.Tensor:
+    # A traced slice is a strided view, and the tracer asks whether it is contiguous, i.e. whether the cut is empty:
+    # that guard would pin the traced program to padded (or unpadded) sizes. Gathering rows and columns builds a
+    # fresh tensor instead, with the same values.
+    x = x.index_select(1, torch.arange(h, device=x.device))
+    return x.index_select(2, torch.arange(w, device=x.device))
 
 
 def padded_size(size: int, block: int) -> int:
