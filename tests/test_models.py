@@ -336,3 +336,57 @@ def test_channels_last_and_half_precision_match_float32(name, seed):
             rel = (got - want).norm() / want.norm()
             assert rel < 0.02, f"{dtype} logits {rel:.3%} (relative L2) from float32"
             model.float()
+
+
+# --- deployment: torch.compile ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", DEPLOY_MODELS)
+def test_dynamo_captures_one_graph(name, seed):
+    torch._dynamo.reset()
+    model = _create(name).eval()
+    with torch.no_grad():
+        explained = torch._dynamo.explain(model)(torch.randn(DEPLOY_IMG))
+    reasons = [str(b.reason).splitlines()[0] for b in explained.break_reasons]
+    assert explained.graph_break_count == 0 and explained.graph_count == 1, reasons[:5]
+
+
+# one per op family in the default run (halo, routed, sampled windows, stripes); every model under -m slow
+COMPILE_FAST = ["vitzoo_biformer_t", "vitzoo_cswin_t", "vitzoo_halonet_h0", "vitzoo_swin_vsa_t"]
+COMPILE_MODELS = COMPILE_FAST + [pytest.param(m, marks=pytest.mark.slow) for m in ALL_MODELS if m not in COMPILE_FAST]
+
+
+@pytest.mark.parametrize("name", COMPILE_MODELS)
+def test_fullgraph_compile_matches_eager_and_a_new_batch_does_not_recompile(name, seed):
+    """One graph (``fullgraph=True`` raises at any graph break) that equals eager; with the batch marked dynamic a
+    second batch size reuses it. The ``aot_eager`` backend traces as inductor would, without its C++ compile
+    (inductor itself runs in ``test_torch_compile_matches_eager`` and in the deployment benchmark).
+
+    Batches 16 and 17: on CPU, PyTorch picks a convolution's kernel (and its output layout) by batch size below 16,
+    so crossing 16 recompiles any model with a convolution; above it the batch is free.
+    """
+    torch._dynamo.reset()  # another model of the same class would otherwise count as a recompile of its forward
+    model = _create(name).eval()
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    x = torch.randn(16, 3, 64, 64)
+    torch._dynamo.mark_dynamic(x, 0)
+    with torch.no_grad(), torch._dynamo.config.patch(error_on_recompile=True):
+        torch.testing.assert_close(compiled(x), model(x), rtol=1e-5, atol=1e-5)
+        x17 = torch.randn(17, 3, 64, 64)
+        torch.testing.assert_close(compiled(x17), model(x17), rtol=1e-5, atol=1e-5)
+
+
+def test_traced_ops_run_their_reference_and_eager_calls_keep_their_backend(monkeypatch):
+    """Inside torch.compile the dispatcher hands out the reference without consulting other backends."""
+    from vitzoo.ops import window as window_op
+    from vitzoo.ops import window_attention
+
+    asked = []
+    real_why_not = window_op.BACKENDS.why_not
+    monkeypatch.setattr(window_op.BACKENDS, "why_not", lambda b, *a, **k: asked.append(b) or real_why_not(b, *a, **k))
+    q = torch.randn(1, 8, 8, 2, 4)
+    torch._dynamo.reset()
+    traced = torch.compile(lambda t: window_attention(t, t, t, 4), fullgraph=True, backend="eager")
+    out = traced(q)
+    assert asked == [], "the traced call consulted a backend"
+    torch.testing.assert_close(out, window_op.reference.forward(q, q, q, (4, 4)))
+    window_attention(q, q, q, 4)
+    assert asked, "an eager call chooses among the backends"

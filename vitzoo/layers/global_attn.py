@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import register_notrace_module, trunc_normal_
 
-from ..ops import agent_attention, linear_attention
+from ..ops import agent_attention, known_true, linear_attention
 
 __all__ = [
     "AgentAttention2d",
@@ -49,7 +49,7 @@ def resize_agent_table(table: torch.Tensor, axis: int, length: int) -> torch.Ten
 
     ``align_corners=False``, as the official loader does when it moves a checkpoint to another resolution.
     """
-    if table.shape[axis] == length:
+    if known_true(table.shape[axis] == length):  # a traced map size keeps the resize: identity at equal length
         return table
     moved = table.movedim(axis, -1)  # ..., L
     shape = list(moved.shape[:-1]) + [length]
@@ -59,7 +59,7 @@ def resize_agent_table(table: torch.Tensor, axis: int, length: int) -> torch.Ten
 
 def resize_positional_encoding(pe: torch.Tensor, base_size: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
     """Resize FLatten's ``[1, h0 * w0, C]`` key positional encoding to ``size`` (bicubic, as an image)."""
-    if base_size[0] == size[0] and base_size[1] == size[1]:
+    if known_true(base_size[0] == size[0]) and known_true(base_size[1] == size[1]):  # else identity at equal size
         return pe
     c = pe.shape[-1]
     grid = pe.reshape(1, base_size[0], base_size[1], c).permute(0, 3, 1, 2)  # 1, C, h0, w0

@@ -70,6 +70,17 @@ class DownsampleStage(nn.Module):
         return x.permute(0, 3, 1, 2) if self.channels_last_blocks else x  # B, C, H, W
 
 
+def side_beyond(blocks: tuple[int, ...] | list[int], strides: tuple[int, ...] = (4, 8, 16, 32)) -> int:
+    """The smallest multiple of 32 whose stage maps (``side // stride``) are larger than ``blocks`` at every stage.
+
+    A model's ``dynamic_min_side`` (see :mod:`vitzoo.export`): with a window (or a group block) as large as a stage's
+    map, the model computes one window over the whole map, or takes another path; one dynamic-shape program cannot
+    hold both, so dynamic export starts where every stage has more than one window along each side.
+    """
+    side = max((block + 1) * stride for block, stride in zip(blocks, strides))
+    return -(-side // 32) * 32
+
+
 def drop_path_rates(rate: float, depths: tuple[int, ...] | list[int]) -> list[list[float]]:
     """Stochastic-depth rate per block, rising linearly from 0 to ``rate`` over all blocks, split per stage.
 

@@ -46,8 +46,8 @@ from timm.models import generate_default_cfgs, register_model
 
 from ..hub import convert_checkpoint
 from ..layers.dpb import DynamicPosBias
-from ..ops import window_attention
-from ._contract import DownsampleStage, HierarchicalBackbone, drop_path_rates
+from ..ops import known_true, padded_size, window_attention
+from ._contract import DownsampleStage, HierarchicalBackbone, drop_path_rates, side_beyond
 from ._factory import create_backbone, imagenet_cfg
 
 __all__ = ["CrossFormer"]
@@ -58,10 +58,11 @@ _LN_EPS = 1e-5  # torch's LayerNorm default, which the official code uses everyw
 @register_notrace_function  # FX cannot trace the padding decision (a condition on the map size); it records one call
 def pad_to_multiple(x: torch.Tensor, stride: int) -> torch.Tensor:
     """Zero-pad an NCHW map at the bottom/right to a multiple of ``stride``; the map itself when it already is."""
-    pad_h, pad_w = -x.shape[2] % stride, -x.shape[3] % stride
-    if pad_h or pad_w:
-        x = F.pad(x, (0, pad_w, 0, pad_h))
-    return x
+    # padded_size, not -size % stride: the exporters' integer arithmetic truncates toward zero (see ceil_div)
+    pad_h, pad_w = padded_size(x.shape[2], stride) - x.shape[2], padded_size(x.shape[3], stride) - x.shape[3]
+    if known_true(pad_h == 0) and known_true(pad_w == 0):
+        return x
+    return F.pad(x, (0, pad_w, 0, pad_h))
 
 
 @register_notrace_function  # FX cannot trace the comparison of the map with the group size; it records one call
@@ -204,6 +205,8 @@ class CrossFormer(HierarchicalBackbone):
         super().__init__(num_classes, in_chans, global_pool, drop_rate)
         dims = [embed_dim * 2**i for i in range(len(depths))]
         dpr = drop_path_rates(drop_path_rate, depths)
+        # an LDA block spans group * interval tokens; a map no larger than that is one group (see vitzoo.export)
+        self.dynamic_min_side = side_beyond([g * i for g, i in zip(group_sizes, intervals)])
         self.stem = CrossScaleEmbed(in_chans, embed_dim, stem_kernels, stride=4, norm_first=False)
         stages, self.feature_info = [], []
         for i, (dim, depth) in enumerate(zip(dims, depths)):

@@ -34,7 +34,7 @@ from timm.models import generate_default_cfgs, register_model
 
 from ..hub import convert_checkpoint
 from ..layers import LePE
-from ..ops import window_attention
+from ..ops import crop_hw, known_true, padded_size, size_min, window_attention
 from ._contract import DownsampleStage, HierarchicalBackbone, drop_path_rates
 from ._factory import create_backbone, imagenet_cfg
 
@@ -48,8 +48,8 @@ def stripe_window(h: int, w: int, split_size: int, branch: int, global_attn: boo
         return h, w
     # a stripe wider than the map is the whole map: the same keys as a padded, masked stripe, and no padding
     if branch == 0:
-        return h, min(split_size, w)
-    return min(split_size, h), w
+        return h, size_min(split_size, w)
+    return size_min(split_size, h), w
 
 
 @register_notrace_module  # its padding and stripe reshapes are decided by the map size: FX keeps it as one call
@@ -67,15 +67,17 @@ class StripeLePE(LePE):
     def forward(self, x: torch.Tensor, window_size: tuple[int, int] | None = None) -> torch.Tensor:
         b, h, w, c = x.shape
         wh, ww = window_size if window_size is not None else (h, w)
-        if wh >= h and ww >= w:  # one window covers the map: LePE's plain conv (TorchScript has no super() call)
+        # one window covers the map: LePE's plain conv (TorchScript has no super() call). Traced at sizes where that
+        # is not known, the general path below computes the same (a window that is the map, no padding)
+        if known_true(wh >= h) and known_true(ww >= w):
             return self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # B, H, W, C
-        hp, wp = -(-h // wh) * wh, -(-w // ww) * ww
+        hp, wp = padded_size(h, wh), padded_size(w, ww)
         x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))  # B, Hp, Wp, C
         nh, nw = hp // wh, wp // ww
         x = x.view(b, nh, wh, nw, ww, c).permute(0, 1, 3, 5, 2, 4).reshape(b * nh * nw, c, wh, ww)  # B*nW, C, wh, ww
         x = self.conv(x)
         x = x.view(b, nh, nw, c, wh, ww).permute(0, 1, 4, 2, 5, 3).reshape(b, hp, wp, c)  # B, Hp, Wp, C
-        return x[:, :h, :w] if (hp != h or wp != w) else x
+        return crop_hw(x, h, w)
 
 
 class CrossShapedWindowAttention(nn.Module):

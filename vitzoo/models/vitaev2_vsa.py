@@ -35,7 +35,8 @@ from timm.models import generate_default_cfgs, register_model
 
 from ..hub import convert_checkpoint
 from ..layers import VaryingSizeWindowAttention
-from ._contract import DownsampleStage, HierarchicalBackbone, drop_path_rates
+from ..ops import padded_size
+from ._contract import DownsampleStage, HierarchicalBackbone, drop_path_rates, side_beyond
 from ._factory import create_backbone, imagenet_cfg
 
 __all__ = ["ViTAEv2VSA"]
@@ -103,7 +104,8 @@ class ReductionCell(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        x = F.pad(x, (0, -w % self.stride, 0, -h % self.stride))  # PRM and PCM agree on stride-divisible sizes
+        # PRM and PCM agree on stride-divisible sizes
+        x = F.pad(x, (0, padded_size(w, self.stride) - w, 0, padded_size(h, self.stride) - h))
         p = self.PRM(x)
         p = p + self.pos(p)
         t = self.attn(self.norm1(p.permute(0, 2, 3, 1)))  # B, H', W', token_dim
@@ -168,6 +170,7 @@ class ViTAEv2VSA(HierarchicalBackbone):
         dilations = ((1, 2, 3, 4), (1, 2, 3), (1, 2), (1, 2))
         dpr = drop_path_rates(drop_path_rate, depths)
         self.stem = nn.Identity()
+        self.dynamic_min_side = side_beyond([window_size] * 4)  # a one-window stage: see vitzoo.export
         stages, in_chs, self.feature_info, reduction = [], in_chans, [], 1
         for i in range(4):
             rc = ReductionCell(

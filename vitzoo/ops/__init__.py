@@ -7,6 +7,7 @@ order) that can run the inputs; ``VITZOO_DISABLE_<BACKEND>=1`` or :func:`disable
 
 from timm.layers import register_notrace_function
 
+from ._common import crop_hw, known_true, padded_size, size_min
 from ._dispatch import BackendUnavailable, disable_backends, is_disabled, use_backend
 from .agent import agent_attention
 from .halo import halo_attention
@@ -37,11 +38,15 @@ __all__ = [
     "disable_backends",
     "halo_attention",
     "is_disabled",
+    "crop_hw",
+    "known_true",
     "linear_attention",
     "magnitude_aware_linear_attention",
     "neighborhood_attention",
+    "padded_size",
     "region_routed_attention",
     "sampled_window_attention",
+    "size_min",
     "use_backend",
     "window_attention",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 
 def pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
@@ -26,17 +27,79 @@ def _checked_pair(value, name: str) -> tuple[int, int]:
     return out  # type: ignore[return-value]
 
 
+def known_true(cond: bool) -> bool:
+    """``cond`` itself for concrete sizes; for symbolic ones (``torch.export`` or ``torch.compile`` with dynamic
+    shapes) True only when it holds at every size, and without adding a guard.
+
+    Shape shortcuts (skip the padding, skip the mask) branch on it: a traced program then keeps the general path
+    wherever the shortcut would only hold at the traced size, so it stays valid at every size it accepts. The
+    general path must compute the same values as the shortcut where both apply.
+    """
+    if torch.jit.is_scripting():
+        return cond
+    return statically_known_true(cond)
+
+
+def size_min(a: int, b: int) -> int:
+    """``min(a, b)`` of two sizes, resolved at trace time where the traced sizes' ranges decide it.
+
+    Python's ``min`` on a symbolic size guards on the traced value (pinning a ``torch.export`` program to one size
+    range); ``torch.sym_min`` keeps the choice in the graph, where it is only needed when the ranges overlap.
+    """
+    if torch.jit.is_scripting():
+        return min(a, b)
+    if known_true(a <= b):
+        return a
+    if known_true(b <= a):
+        return b
+    return torch.sym_min(a, b)
+
+
+def at_least(size: int, floor: int) -> int:
+    """``max(size, floor)`` of a size, kept symbolic (no guard) where the traced size's range does not decide it."""
+    if torch.jit.is_scripting():
+        return max(size, floor)
+    if known_true(size >= floor):
+        return size
+    return torch.sym_max(size, floor)
+
+
 def pad_hw(x: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
     """Zero-pad a ``[B, H, W, ...]`` tensor at the bottom and right."""
-    if pad_h == 0 and pad_w == 0:
+    if known_true(pad_h == 0) and known_true(pad_w == 0):
         return x
     pad = [0, 0] * (x.dim() - 3) + [0, pad_w, 0, pad_h]  # dims after W stay unpadded
     return F.pad(x, pad)
 
 
+def crop_hw(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``x[:, :h, :w]`` of a ``[B, Hp, Wp, ...]`` map padded at the bottom and right (``x`` when nothing is cut)."""
+    if torch.jit.is_scripting():
+        return x[:, :h, :w]
+    if known_true(x.shape[1] == h) and known_true(x.shape[2] == w):
+        return x
+    if isinstance(h, torch.SymInt) or isinstance(w, torch.SymInt):
+        return _gather_hw(x, h, w)
+    return x[:, :h, :w]
+
+
+def _gather_hw(x: torch.Tensor, h, w) -> torch.Tensor:
+    # A traced slice is a strided view, and the tracer asks whether it is contiguous, i.e. whether the cut is empty:
+    # that guard would pin the traced program to padded (or unpadded) sizes. Gathering rows and columns builds a
+    # fresh tensor instead, with the same values.
+    x = x.index_select(1, torch.arange(h, device=x.device))
+    return x.index_select(2, torch.arange(w, device=x.device))
+
+
 def padded_size(size: int, block: int) -> int:
     """The smallest multiple of ``block`` that is >= ``size``."""
-    return -(-size // block) * block
+    return ceil_div(size, block) * block
+
+
+def ceil_div(a: int, b: int) -> int:
+    """``ceil(a / b)`` of positive sizes, written without negative floor division: ONNX integer division truncates
+    toward zero, so ``-(-a // b)`` on a symbolic size would be exported as ``floor(a / b)``."""
+    return (a + b - 1) // b
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -13,6 +13,10 @@ Automatic choice walks the priority list and logs (at INFO, once per distinct re
 refused. A backend is switched off by the environment variable ``VITZOO_DISABLE_<BACKEND>=1`` or by
 :func:`disable_backends`; a backend forced with ``backend=`` that cannot run raises :class:`BackendUnavailable` with
 its reason. The ``reference`` backend can never be disabled: it is the specification.
+
+Under ``torch.compile`` and ``torch.export`` every op traces its reference backend: the choice above is Python
+(imports, logging, thread-local state) that would break the graph, and the reference is plain tensor code the
+compiler fuses and the exporters can write out. Eager calls keep the full choice.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import threading
 from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
+
+import torch
 
 _logger = logging.getLogger("vitzoo.ops")
 
@@ -105,7 +111,8 @@ class OpBackends:
         self.op_name = op_name
         self.package = package
         self.priority = list(priority)
-        self._modules: dict[str, ModuleType | None] = {}
+        # the reference is imported now, so that a traced call finds it without an import
+        self._modules: dict[str, ModuleType | None] = {REFERENCE: importlib.import_module(f"{package}.{REFERENCE}")}
         self._import_errors: dict[str, str] = {}
         self._logged: set[tuple[str, str]] = set()
 
@@ -130,7 +137,10 @@ class OpBackends:
         return module.can_run(*args, **kwargs)
 
     def choose(self, *args: Any, backend: str | None = None, **kwargs: Any) -> Callable[..., Any]:
-        """Return the ``forward`` of the requested backend, or of the first one that can run these inputs."""
+        """Return the ``forward`` of the requested backend, or of the first one that can run these inputs
+        (the reference's, whatever was asked, inside ``torch.compile`` / ``torch.export``)."""
+        if torch.compiler.is_compiling():
+            return self._modules[REFERENCE].forward
         calls = getattr(_state, "calls", None)
         if calls is not None:
             calls.append(OpCall(self.op_name, args, kwargs))

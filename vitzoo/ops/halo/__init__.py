@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import torch
 
+from .._common import ceil_div
 from .._dispatch import OpBackends, check_qkv
 from . import reference
 
@@ -42,8 +43,11 @@ def _check(q, k, v, block_size, halo_size, query_stride, rel_pos) -> None:
             f"got block_size={block_size}, halo_size={halo_size}, query_stride={query_stride}"
         )
     b, h, w, heads, d = k.shape
-    expected_q = (b, -(-h // query_stride), -(-w // query_stride), heads, d)
-    if tuple(q.shape) != expected_q or v.shape[:4] != k.shape[:4]:
+    expected_q = (b, ceil_div(h, query_stride), ceil_div(w, query_stride), heads, d)
+    # traced (torch.compile / torch.export), the query size is a different expression of the same symbolic size,
+    # equal at every size but not provably so: comparing them would pin the traced program to the traced size
+    traced = torch.compiler.is_compiling()
+    if (not traced and tuple(q.shape) != expected_q) or v.shape[:4] != k.shape[:4]:
         raise ValueError(
             f"halo_attention: for k {tuple(k.shape)} and query_stride={query_stride}, q must be {expected_q} and v "
             f"[B, H, W, heads, Dv] = {(b, h, w, heads)} + (Dv,); got q {tuple(q.shape)}, v {tuple(v.shape)}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .._common import pad_hw, padded_size
+from .._common import at_least, crop_hw, known_true, pad_hw, padded_size
 
 
 def can_run(*args, **kwargs) -> str | None:
@@ -21,9 +21,11 @@ def key_windows(t: torch.Tensor, block_size: int, halo_size: int, hp: int, wp: i
     return t.permute(0, 1, 2, 3, 5, 6, 4).reshape(b, -1, win * win, d)  # B, nB*heads, win*win, D
 
 
-def outside_key_mask(h: int, w: int, block_size: int, halo_size: int, device: torch.device) -> torch.Tensor:
-    """Bool ``[nB, win * win]``: True for keys outside the ``h x w`` map (border halo and bottom/right padding)."""
-    hp, wp = padded_size(h, block_size), padded_size(w, block_size)
+def outside_key_mask(
+    h: int, w: int, block_size: int, halo_size: int, hp: int, wp: int, device: torch.device
+) -> torch.Tensor:
+    """Bool ``[nB, win * win]``: True for keys outside the ``h x w`` map (border halo and the padding up to the
+    ``hp x wp`` block grid)."""
     inside = torch.zeros(1, h, w, 1, 1, dtype=torch.bool, device=device)
     inside = key_windows(inside.logical_not_(), block_size, halo_size, hp, wp)  # 1, nB, win*win, 1
     return ~inside[0, :, :, 0]
@@ -47,10 +49,19 @@ def relative_logits(
     logits_h = qb @ rel_h.to(qb.dtype).transpose(-1, -2)  # B, nB, heads, bq, bq, R
     logits_w = qb @ rel_w.to(qb.dtype).transpose(-1, -2)
     # B, nB, heads, bq(qy), bq(qx), win: row ky for the h logits (indexed by qy), column kx for the w ones (by qx)
-    logits_h = torch.take_along_dim(logits_h, rows.view(1, 1, 1, bq, 1, win), dim=-1)
-    logits_w = torch.take_along_dim(logits_w, rows.view(1, 1, 1, 1, bq, win), dim=-1)
+    logits_h = _take_last(logits_h, rows.view(1, 1, 1, bq, 1, win))
+    logits_w = _take_last(logits_w, rows.view(1, 1, 1, 1, bq, win))
     out = logits_h[..., :, None] + logits_w[..., None, :]  # B, nB, heads, bq, bq, win, win
     return out.flatten(-2).flatten(-3, -2)  # B, nB, heads, bq*bq, win*win
+
+
+def _take_last(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``torch.take_along_dim(x, index, dim=-1)`` for an ``index`` that broadcasts to ``x``'s leading dims.
+
+    The index is expanded explicitly: ``take_along_dim`` broadcasts through concrete sizes, which pins the batch
+    (and every other symbolic size) of a ``torch.export`` trace to the traced one.
+    """
+    return torch.gather(x, -1, index.expand(list(x.shape[:-1]) + [index.shape[-1]]))
 
 
 def forward(
@@ -68,10 +79,17 @@ def forward(
     hq, wq = q.shape[1:3]
     bq = block_size // query_stride
     hp, wp = padded_size(h, block_size), padded_size(w, block_size)
+    if torch.compiler.is_compiling():
+        # A traced program cannot keep a one-block axis: the reshapes below ask whether a size is 1, and the answer
+        # at the traced size would pin the program to it. Padding a whole block of masked (or, unmasked, zero) keys
+        # and cropped queries leaves every real query's window, hence the output, unchanged.
+        hp, wp = at_least(hp, 2 * block_size), at_least(wp, 2 * block_size)
     nbh, nbw = hp // block_size, wp // block_size
 
-    qb = pad_hw(q, nbh * bq - hq, nbw * bq - wq).view(b, nbh, bq, nbw, bq, heads, d)
-    qb = qb.permute(0, 1, 3, 5, 2, 4, 6)  # B, nbh, nbw, heads, bq, bq, D
+    # blocks by unfold, not a reshape: q is usually a permuted conv output, and whether a reshape of that is a view
+    # depends on which sizes are 1, which a traced program with symbolic sizes answers for the traced size only
+    qb = pad_hw(q, nbh * bq - hq, nbw * bq - wq).unfold(1, bq, bq).unfold(2, bq, bq)  # B, nbh, nbw, heads, D, bq, bq
+    qb = qb.permute(0, 1, 2, 3, 5, 6, 4)  # B, nbh, nbw, heads, bq, bq, D
     kw = key_windows(k, block_size, halo_size, hp, wp)  # B, nB*heads, win*win, D
     vw = key_windows(v, block_size, halo_size, hp, wp)
 
@@ -79,14 +97,15 @@ def forward(
     if rel_pos is not None:
         qb6 = qb.reshape(b, nbh * nbw, heads, bq, bq, d)
         attn_mask = relative_logits(qb6, rel_pos, bq, query_stride, halo_size).flatten(1, 2)
-    if mask_padding and (halo_size > 0 or hp != h or wp != w):
-        outside = outside_key_mask(h, w, block_size, halo_size, q.device)  # nB, win*win
+    if mask_padding and (halo_size > 0 or not (known_true(hp == h) and known_true(wp == w))):
+        outside = outside_key_mask(h, w, block_size, halo_size, hp, wp, q.device)  # nB, win*win
         pad = torch.zeros(outside.shape, dtype=q.dtype, device=q.device).masked_fill_(outside, float("-inf"))
         pad = pad[:, None, None, :].expand(-1, heads, 1, -1).reshape(1, -1, 1, pad.shape[-1])  # 1, nB*heads, 1, N
         attn_mask = pad if attn_mask is None else attn_mask + pad
 
     qb = qb.reshape(b, nbh * nbw * heads, bq * bq, d)
     out = F.scaled_dot_product_attention(qb, kw, vw, attn_mask=attn_mask, scale=scale)  # B, nB*heads, bq*bq, Dv
-    out = out.view(b, nbh, nbw, heads, bq, bq, -1).permute(0, 1, 4, 2, 5, 3, 6)  # B, nbh, bq, nbw, bq, heads, Dv
+    # reshape: the exporters' SDPA decompositions may return a layout that cannot be viewed this way
+    out = out.reshape(b, nbh, nbw, heads, bq, bq, -1).permute(0, 1, 4, 2, 5, 3, 6)  # B, nbh, bq, nbw, bq, heads, Dv
     out = out.reshape(b, nbh * bq, nbw * bq, heads, -1)
-    return out[:, :hq, :wq] if (nbh * bq != hq or nbw * bq != wq) else out
+    return crop_hw(out, hq, wq)

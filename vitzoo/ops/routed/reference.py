@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .._common import known_true
 from .routing import from_regions, region_size, route, to_regions, valid_tokens
 
 
@@ -41,7 +42,7 @@ def forward(
     b, h, w, c = q.shape
     cv = v.shape[-1]
     rh, rw = region_size(h, w, num_regions)
-    padded = num_regions * rh != h or num_regions * rw != w
+    padded = not (known_true(num_regions * rh == h) and known_true(num_regions * rw == w))
     qr, kr, vr = (
         to_regions(q, num_regions, rh, rw),
         to_regions(k, num_regions, rh, rw),

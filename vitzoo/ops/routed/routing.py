@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from .._common import pad_hw
+from .._common import ceil_div, crop_hw, pad_hw
 
 
 def region_size(h: int, w: int, num_regions: int) -> tuple[int, int]:
     """Region height and width so that ``num_regions`` regions per side cover the map."""
-    return -(-h // num_regions), -(-w // num_regions)
+    return ceil_div(h, num_regions), ceil_div(w, num_regions)
 
 
 def to_regions(x: torch.Tensor, num_regions: int, rh: int, rw: int) -> torch.Tensor:
@@ -24,14 +24,16 @@ def from_regions(x: torch.Tensor, num_regions: int, rh: int, rw: int, h: int, w:
     """Inverse of :func:`to_regions`, cropping the padding: ``[B, R, T, C]`` -> ``[B, H, W, C]``."""
     b, _, _, c = x.shape
     x = x.view(b, num_regions, num_regions, rh, rw, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(b, num_regions * rh, num_regions * rw, c)[:, :h, :w]
+    return crop_hw(x.reshape(b, num_regions * rh, num_regions * rw, c), h, w)
 
 
 def valid_tokens(h: int, w: int, num_regions: int, rh: int, rw: int, device: torch.device) -> torch.Tensor:
     """Bool ``[R, T]``: True for real tokens, False for padding."""
-    valid = torch.zeros(num_regions * rh, num_regions * rw, 1, dtype=torch.bool, device=device)
-    valid[:h, :w] = True
-    return to_regions(valid[None], num_regions, rh, rw)[0, ..., 0]
+    # built from comparisons, not by filling a slice: a traced slice of a symbolic size would pin the padding
+    rows = torch.arange(num_regions * rh, device=device) < h
+    cols = torch.arange(num_regions * rw, device=device) < w
+    valid = (rows[:, None] & cols[None, :])[None, :, :, None]  # 1, Hp, Wp, 1
+    return to_regions(valid, num_regions, rh, rw)[0, ..., 0]
 
 
 def route(q_reg: torch.Tensor, k_reg: torch.Tensor, valid: torch.Tensor | None, topk: int) -> torch.Tensor:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from .._common import pair
+from .._common import ceil_div, pair
 from .._dispatch import OpBackends, check_qkv, check_same_map
 from . import reference
 
@@ -73,7 +73,7 @@ def _checked_sampled_window_attention(q, k, v, window_size, offsets, scales, bia
     ws = pair(window_size, "window_size")[0]
     check_same_map("sampled_window_attention", q, k, v, "[B, H, W, heads]")
     b, h, w, heads, _ = q.shape
-    grid = (b, heads, 2, -(-h // ws), -(-w // ws))
+    grid = (b, heads, 2, ceil_div(h, ws), ceil_div(w, ws))
     for name, t in (("offsets", offsets), ("scales", scales)):
         if tuple(t.shape) != grid:
             raise ValueError(

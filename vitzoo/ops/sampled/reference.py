@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .._common import accumulation_dtype, pad_hw, padded_size
+from .._common import accumulation_dtype, crop_hw, pad_hw, padded_size
 from ..window import reference as window_reference
 
 
@@ -71,4 +71,4 @@ def forward(
     ks, vs = kv.split([d, v.shape[-1]], dim=-1)
     # the sampled keys fill the whole padded grid (none is padding), so window attention runs unmasked on it
     out = window_reference.forward(pad_hw(q, hp - h, wp - w), ks, vs, (ws, ws), bias=bias, scale=scale)
-    return out[:, :h, :w]
+    return crop_hw(out, h, w)

@@ -7,7 +7,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from .._common import pad_hw, padded_size
+from .._common import crop_hw, known_true, pad_hw, padded_size
 
 
 def can_run(*args, **kwargs) -> str | None:
@@ -42,8 +42,10 @@ def padding_key_mask(h: int, w: int, wh: int, ww: int, device: torch.device, dh:
     returns zeros for a fully masked row, but other kernels and the plain softmax give NaN, and NaN gradients).
     """
     hp, wp = padded_size(h, wh * dh), padded_size(w, ww * dw)
-    valid = torch.zeros(1, hp, wp, 1, 1, dtype=torch.bool, device=device)
-    valid[:, :h, :w] = True
+    # built from comparisons, not by filling a slice: a traced slice of a symbolic size would pin the padding
+    rows = torch.arange(hp, device=device) < h
+    cols = torch.arange(wp, device=device) < w
+    valid = (rows[:, None] & cols[None, :])[None, :, :, None, None]  # 1, Hp, Wp, 1, 1
     valid = window_partition(valid, wh, ww, dh, dw)[0, :, 0, :, 0]  # nW, N
     return valid | ~valid.any(dim=-1, keepdim=True)
 
@@ -101,8 +103,8 @@ def forward(
         q, k, v = _roll(q, -sh, -sw), _roll(k, -sh, -sw), _roll(v, -sh, -sw)
     hp, wp = padded_size(h, wh * dh), padded_size(w, ww * dw)
     n_win, n = (hp // wh) * (wp // ww), wh * ww
-    padded = hp != h or wp != w
-    whole_map = n_win == 1 and not padded  # one window is the whole map: a strided view, no partition copy
+    padded = not (known_true(hp == h) and known_true(wp == w))
+    whole_map = known_true(n_win == 1) and not padded  # one window is the whole map: a strided view, no partition copy
     qw = _windows(q, whole_map, wh, ww, dh, dw, hp, wp)
     kw = _windows(k, whole_map, wh, ww, dh, dw, hp, wp)
     vw = _windows(v, whole_map, wh, ww, dh, dw, hp, wp)
@@ -133,7 +135,7 @@ def forward(
         out = out.transpose(1, 2).reshape(b, h, w, heads, -1)
     else:
         out = window_reverse(out.unflatten(1, (n_win, heads)), wh, ww, hp, wp, dh, dw)
-        out = out[:, :h, :w] if padded else out
+        out = crop_hw(out, h, w) if padded else out
     return _roll(out, sh, sw) if shifted else out
 
 
