@@ -50,6 +50,60 @@ def _restore_mmengine_instances():
         cls._instance_dict = OrderedDict(saved.get(cls, {}))
 
 
+# variables that switch behaviour of vitzoo or the libraries under it (others are set by imported libraries)
+_WATCHED_ENV = ("VITZOO_", "TRITON_", "TORCH", "PYTORCH_", "HF_", "WANDB_")
+
+
+def _process_state() -> dict:
+    """What a test could change for every test after it, in this process."""
+    from torch.overrides import _get_current_function_mode_stack
+    from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
+
+    from vitzoo.ops import _dispatch
+
+    return {
+        "environment": {k: v for k, v in os.environ.items() if k.startswith(_WATCHED_ENV)},
+        "default dtype": torch.get_default_dtype(),
+        "default device": torch.empty(0).device,  # a leaked ``with torch.device(...)`` shows here
+        "grad mode": torch.is_grad_enabled(),
+        "torch function modes": [type(m).__name__ for m in _get_current_function_mode_stack()],
+        "dispatch modes": [type(m).__name__ for m in _get_current_dispatch_mode_stack()],
+        "deterministic algorithms": torch.are_deterministic_algorithms_enabled(),
+        "threads": torch.get_num_threads(),
+        "vitzoo backend choice": (
+            getattr(_dispatch._state, "disabled", None) or set(),
+            getattr(_dispatch._state, "preferred", None),
+            getattr(_dispatch._state, "calls", None),
+        ),
+    }
+
+
+@pytest.fixture(autouse=True)
+def _leaves_no_process_state():
+    """Fail the test (at teardown) that leaves process-global state changed, naming what changed; put it back first
+    so the tests after it run as they would alone."""
+    before = _process_state()
+    yield
+    after = _process_state()
+    changed = [key for key in before if before[key] != after[key]]
+    if not changed:
+        return
+    for key in after["environment"].keys() - before["environment"].keys():
+        del os.environ[key]
+    os.environ.update(before["environment"])
+    torch.set_default_dtype(before["default dtype"])
+    torch.set_grad_enabled(before["grad mode"])
+    torch.use_deterministic_algorithms(before["deterministic algorithms"])
+    torch.set_num_threads(before["threads"])
+    details = {k: (before[k], after[k]) for k in changed if k != "environment"}
+    if "environment" in changed:
+        env_before, env_after = before["environment"], after["environment"]
+        details["environment"] = sorted(
+            k for k in env_before.keys() | env_after.keys() if env_before.get(k) != env_after.get(k)
+        )
+    pytest.fail(f"the test left process state changed: {details}")
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

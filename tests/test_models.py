@@ -375,7 +375,7 @@ def test_fullgraph_compile_matches_eager_and_a_new_batch_does_not_recompile(name
 
 
 def test_traced_ops_run_their_reference_and_eager_calls_keep_their_backend(monkeypatch):
-    """Inside torch.compile the dispatcher hands out the reference without consulting other backends."""
+    """Inside torch.compile automatic choice hands out the reference without consulting the backends."""
     from vitzoo.ops import window as window_op
     from vitzoo.ops import window_attention
 

@@ -99,7 +99,7 @@ class SwinVSA(HierarchicalBackbone):
             stages.append(DownsampleStage(downsample, blocks, channels_last_blocks=True, downsample_channels_last=True))
             self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
-        self.norm = LayerNorm2d(dim)
+        self.norm = LayerNorm2d(dim, eps=1e-5)  # the official final norm is nn.LayerNorm (eps 1e-5), not timm's 1e-6
         self.build_head(dim)
         self.apply(self._init_weights)
 

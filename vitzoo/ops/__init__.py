@@ -7,6 +7,7 @@ order) that can run the inputs; ``VITZOO_DISABLE_<BACKEND>=1`` or :func:`disable
 
 from timm.layers import register_notrace_function
 
+from . import agent, halo, linear, magnitude, neighborhood, routed, sampled, window
 from ._common import crop_hw, known_true, padded_size, size_min
 from ._dispatch import BackendUnavailable, disable_backends, is_disabled, use_backend
 from .agent import agent_attention
@@ -31,6 +32,11 @@ for _op in (
     window_attention,
 ):
     register_notrace_function(_op)
+
+# every backend module is imported now rather than at first use: a first use inside torch.compile would import
+# inside the traced graph, which breaks it
+for _op_package in (agent, halo, linear, magnitude, neighborhood, routed, sampled, window):
+    _op_package.BACKENDS.preload()
 
 __all__ = [
     "BackendUnavailable",

@@ -1,7 +1,8 @@
 """Backend selection shared by every 2-D attention primitive.
 
 Each primitive (``vitzoo/ops/<op>/``) owns an :class:`OpBackends` table: an ordered list of backend names, each
-backed by a module ``vitzoo.ops.<op>.<backend>`` that is imported only when first needed. A backend module exposes
+backed by a module ``vitzoo.ops.<op>.<backend>``, imported when ``vitzoo.ops`` is (a backend whose optional
+dependency is missing records why and is never chosen). A backend module exposes
 
 * ``can_run(*args, **kwargs) -> str | None``: ``None`` when it can run these inputs, else the reason it cannot;
 * ``forward(*args, **kwargs)``: the computation, with the same signature as the public op;
@@ -14,9 +15,11 @@ refused. A backend is switched off by the environment variable ``VITZOO_DISABLE_
 :func:`disable_backends`; a backend forced with ``backend=`` that cannot run raises :class:`BackendUnavailable` with
 its reason. The ``reference`` backend can never be disabled: it is the specification.
 
-Under ``torch.compile`` and ``torch.export`` every op traces its reference backend: the choice above is Python
-(imports, logging, thread-local state) that would break the graph, and the reference is plain tensor code the
-compiler fuses and the exporters can write out. Eager calls keep the full choice.
+Under ``torch.compile`` and ``torch.export`` automatic choice traces the reference backend: the walk above is
+Python (imports, logging) that would break the graph, and the reference is plain tensor code the compiler fuses
+and the exporters can write out. A backend asked for by name (``backend=`` or :func:`use_backend`) is still used
+there: the Triton kernels are ``torch.library`` custom ops, one node each in the compiled graph (import the backend
+first, e.g. by one eager call: a first import inside the trace is a graph break).
 """
 
 from __future__ import annotations
@@ -102,6 +105,14 @@ def record_calls() -> Iterator[list[OpCall]]:
         _state.calls = previous
 
 
+def _import_backend(name: str) -> ModuleType | str:
+    """The backend module ``name``, or why it cannot be imported."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        return f"import failed ({e})"
+
+
 class OpBackends:
     """The ordered backends of one op and the logic that picks one of them."""
 
@@ -118,12 +129,18 @@ class OpBackends:
 
     def _module(self, backend: str) -> ModuleType | None:
         if backend not in self._modules:
-            try:
-                self._modules[backend] = importlib.import_module(f"{self.package}.{backend}")
-            except ImportError as e:  # an optional dependency is missing: remember why
+            loaded = _import_backend(f"{self.package}.{backend}")
+            if isinstance(loaded, str):  # an optional dependency is missing: remember why
                 self._modules[backend] = None
-                self._import_errors[backend] = f"import failed ({e})"
+                self._import_errors[backend] = loaded
+            else:
+                self._modules[backend] = loaded
         return self._modules[backend]
+
+    def preload(self) -> None:
+        """Import every backend now (recording why one cannot be): torch.compile cannot trace an import."""
+        for backend in self.priority:
+            self._module(backend)
 
     def why_not(self, backend: str, *args: Any, **kwargs: Any) -> str | None:
         """The reason ``backend`` cannot run these inputs, or ``None`` when it can."""
@@ -138,15 +155,16 @@ class OpBackends:
 
     def choose(self, *args: Any, backend: str | None = None, **kwargs: Any) -> Callable[..., Any]:
         """Return the ``forward`` of the requested backend, or of the first one that can run these inputs
-        (the reference's, whatever was asked, inside ``torch.compile`` / ``torch.export``)."""
-        if torch.compiler.is_compiling():
-            return self._modules[REFERENCE].forward
+        (inside ``torch.compile`` / ``torch.export``, without a request: the reference's)."""
+        traced = torch.compiler.is_compiling()
         calls = getattr(_state, "calls", None)
-        if calls is not None:
+        if calls is not None and not traced:
             calls.append(OpCall(self.op_name, args, kwargs))
         if backend is None:
             preferred = getattr(_state, "preferred", None)
             backend = preferred if preferred in self.priority else None
+        if backend is None and traced:
+            return self._modules[REFERENCE].forward
         if backend is not None:
             reason = self.why_not(backend, *args, **kwargs)
             if reason is not None:
