@@ -240,6 +240,23 @@ def test_dilated_window_padding_is_masked_not_attended(seed):
     for t, s in zip(big, (q, k, v)):
         t[:, :9, :9] = s
     assert not torch.allclose(small, window_attention(*big, 3, dilation=4)[:, :9, :9])
+    torch.testing.assert_close(small, brute_dilated_window(q, k, v, 3, 3, 4, 4, 4**-0.5))
+
+
+@pytest.mark.parametrize("size, window, dilation", [((5, 7), 7, 1), ((9, 20), 3, 4)])
+def test_a_dynamic_shape_trace_pads_a_one_window_axis_without_changing_the_output(size, window, dilation, seed):
+    """With symbolic sizes the traced op adds a window of masked padding along a one-window axis (see the reference);
+    the output is still the per-query definition's."""
+    q, k, v = _qkv(2, *size, 2, 4)
+    torch._dynamo.reset()
+    traced = torch.compile(
+        lambda q, k, v: window_attention(q, k, v, window, dilation=dilation),
+        dynamic=True,
+        fullgraph=True,
+        backend="eager",
+    )
+    want = brute_dilated_window(q, k, v, window, window, dilation, dilation, 0.5)
+    torch.testing.assert_close(traced(q, k, v), want, atol=1e-5, rtol=1e-5)
 
 
 def test_padding_only_windows_are_left_unmasked():

@@ -136,3 +136,19 @@ def test_halo_bad_shapes_name_the_expected_ones():
         halo_attention(q, k, v, 4, 1, rel_pos=(torch.zeros(9, 4), torch.zeros(11, 4)))
     with pytest.raises(ValueError, match="laid out"):
         halo_attention(q[0], k, v, 4, 1)
+
+
+def test_a_dynamic_shape_trace_pads_a_one_block_axis_without_changing_the_output(seed):
+    """With symbolic sizes the traced op adds a block of padding along a one-block axis (see the reference); the
+    output is still the per-query definition's, masked and unmasked."""
+    q, k, v = (torch.randn(2, 6, 11, 2, 4) for _ in range(3))  # one 8-block along H
+    torch._dynamo.reset()
+    for mask_padding in (True, False):
+        traced = torch.compile(
+            lambda q, k, v, mask_padding=mask_padding: halo_attention(q, k, v, 8, 2, mask_padding=mask_padding),
+            dynamic=True,
+            fullgraph=True,
+            backend="eager",
+        )
+        want = brute_halo(q, k, v, 8, 2, 1, 0.5, mask_padding=mask_padding)
+        torch.testing.assert_close(traced(q, k, v), want, atol=1e-5, rtol=1e-5)

@@ -310,7 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="timm model name")
     p.add_argument("--format", required=True, choices=["torchscript", "exported", "onnx"])
     p.add_argument("--img-size", type=_int_at_least(32), nargs=2, metavar=("H", "W"), default=[224, 224])
-    p.add_argument("--dynamic", action="store_true", help="symbolic batch and H, W (multiples of 32, 224-1024)")
+    p.add_argument(
+        "--dynamic", action="store_true", help="symbolic batch and H, W (multiples of 32, from 224 or 256 to 1024)"
+    )
     p.add_argument("--checkpoint", metavar="FILE", default=None, help="weights (official or vitzoo layout)")
     p.add_argument("--out", required=True, metavar="PATH")
     p.set_defaults(func=cmd_export)

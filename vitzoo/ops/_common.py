@@ -55,6 +55,12 @@ def size_min(a: int, b: int) -> int:
     return torch.sym_min(a, b)
 
 
+def symbolic(*sizes: int) -> bool:
+    """True when a size is symbolic: the op is being traced with dynamic shapes (``torch.export``, or
+    ``torch.compile`` with dynamic sizes)."""
+    return any(isinstance(s, torch.SymInt) for s in sizes)
+
+
 def at_least(size: int, floor: int) -> int:
     """``max(size, floor)`` of a size, kept symbolic (no guard) where the traced size's range does not decide it."""
     if torch.jit.is_scripting():

@@ -7,7 +7,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from .._common import crop_hw, known_true, pad_hw, padded_size
+from .._common import at_least, crop_hw, known_true, pad_hw, padded_size, symbolic
 
 
 def can_run(*args, **kwargs) -> str | None:
@@ -34,14 +34,26 @@ def window_reverse(x: torch.Tensor, wh: int, ww: int, hp: int, wp: int, dh: int 
     return x.reshape(b, hp, wp, heads, d)
 
 
-def padding_key_mask(h: int, w: int, wh: int, ww: int, device: torch.device, dh: int = 1, dw: int = 1) -> torch.Tensor:
-    """Bool ``[nW, N]``: True where the key is a real token, False where it is bottom/right padding.
+def padding_key_mask(
+    h: int,
+    w: int,
+    wh: int,
+    ww: int,
+    device: torch.device,
+    dh: int = 1,
+    dw: int = 1,
+    hp: int | None = None,
+    wp: int | None = None,
+) -> torch.Tensor:
+    """Bool ``[nW, N]``: True where the key is a real token, False where it is bottom/right padding (of the map
+    padded to ``hp x wp``, by default the smallest multiples of the window's extent).
 
     A window made of padding only (possible when ``dilation > 1``) is left all True: its queries are padding too,
     so its outputs are dropped, and leaving it unmasked keeps the softmax finite on every kernel (torch's CPU SDPA
     returns zeros for a fully masked row, but other kernels and the plain softmax give NaN, and NaN gradients).
     """
-    hp, wp = padded_size(h, wh * dh), padded_size(w, ww * dw)
+    hp = padded_size(h, wh * dh) if hp is None else hp
+    wp = padded_size(w, ww * dw) if wp is None else wp
     # built from comparisons, not by filling a slice: a traced slice of a symbolic size would pin the padding
     rows = torch.arange(hp, device=device) < h
     cols = torch.arange(wp, device=device) < w
@@ -102,6 +114,13 @@ def forward(
     if shifted:  # Swin's cyclic shift: the map rolled up/left, windows cut from the rolled map
         q, k, v = _roll(q, -sh, -sw), _roll(k, -sh, -sw), _roll(v, -sh, -sw)
     hp, wp = padded_size(h, wh * dh), padded_size(w, ww * dw)
+    if not torch.jit.is_scripting():
+        if symbolic(hp, wp) and mask is None and not shifted:
+            # A dynamic-shape program cannot keep a one-window axis: the reshapes ask whether a size is 1, and the
+            # answer at the traced size would pin the program to it. A further window of masked padding keys (and
+            # cropped queries) leaves every real query's window unchanged. (A caller's per-window mask or a shift
+            # fixes the window grid.)
+            hp, wp = at_least(hp, 2 * wh * dh), at_least(wp, 2 * ww * dw)
     n_win, n = (hp // wh) * (wp // ww), wh * ww
     padded = not (known_true(hp == h) and known_true(wp == w))
     whole_map = known_true(n_win == 1) and not padded  # one window is the whole map: a strided view, no partition copy
@@ -120,7 +139,7 @@ def forward(
     allowed: torch.Tensor | None = None  # bool, [nW, 1, N | 1, N]: keys a query may attend to (real keys of its
     # own roll region)
     if padded:
-        allowed = padding_key_mask(h, w, wh, ww, q.device, dh, dw)[:, None, None, :]  # nW, 1, 1, N
+        allowed = padding_key_mask(h, w, wh, ww, q.device, dh, dw, hp, wp)[:, None, None, :]  # nW, 1, 1, N
     if shifted:
         region = _region_mask(h, w, wh, ww, sh, sw, q.device)[:, None]  # nW, 1, N, N
         allowed = region if allowed is None else region & allowed
