@@ -390,3 +390,14 @@ def test_traced_ops_run_their_reference_and_eager_calls_keep_their_backend(monke
     torch.testing.assert_close(out, window_op.reference.forward(q, q, q, (4, 4)))
     window_attention(q, q, q, 4)
     assert asked, "an eager call chooses among the backends"
+
+
+@pytest.mark.parametrize("name", ["vitzoo_van_b0", "vitzoo_inline_deit_t"])
+def test_no_pooling_needs_no_classifier_as_in_timm(name):
+    with pytest.raises(ValueError, match=r"global_pool='' \(no pooling\) needs num_classes=0, got num_classes=1000"):
+        _create(name, global_pool="")
+    model = _create(name, num_classes=0, global_pool="")
+    with pytest.raises(ValueError, match="needs num_classes=0, got num_classes=5"):
+        model.reset_classifier(5)
+    model.reset_classifier(5, global_pool="avg")
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 5)

@@ -70,6 +70,20 @@ class DownsampleStage(nn.Module):
         return x.permute(0, 3, 1, 2) if self.channels_last_blocks else x  # B, C, H, W
 
 
+def check_pool(global_pool: str, num_classes: int, valid: tuple[str, ...]) -> str:
+    """``global_pool`` when it is one of ``valid``, else a ValueError saying what is. As timm's classifier heads
+    require, no pooling (``''``) goes only with no classifier (``num_classes=0``): the head classifies pooled
+    features."""
+    if global_pool not in valid:
+        raise ValueError(f"global_pool must be one of {valid} ('' = no pooling), got {global_pool!r}")
+    if global_pool == "" and num_classes > 0:
+        raise ValueError(
+            f"global_pool='' (no pooling) needs num_classes=0, got num_classes={num_classes}: the classifier takes "
+            "pooled features; pass num_classes=0 to get the unpooled features"
+        )
+    return global_pool
+
+
 def side_beyond(blocks: tuple[int, ...] | list[int], strides: tuple[int, ...] = (4, 8, 16, 32)) -> int:
     """The smallest multiple of 32 whose stage maps (``side // stride``) are larger than ``blocks`` at every stage.
 
@@ -95,6 +109,9 @@ def drop_path_rates(rate: float, depths: tuple[int, ...] | list[int]) -> list[li
     return out
 
 
+POOLS = ("avg", "")  # the hierarchical backbones' global_pool choices
+
+
 class HierarchicalBackbone(nn.Module):
     """Base class: feature maps are NCHW with total stride 32 after four stages."""
 
@@ -102,8 +119,7 @@ class HierarchicalBackbone(nn.Module):
 
     def __init__(self, num_classes: int, in_chans: int, global_pool: str, drop_rate: float):
         super().__init__()
-        if global_pool not in ("avg", ""):
-            raise ValueError(f"global_pool must be 'avg' or '' (no pooling), got {global_pool!r}")
+        check_pool(global_pool, num_classes, POOLS)
         # instance copies: TorchScript reads module attributes, not class names or class attributes
         self.model_name = type(self).__name__
         self.min_input_size = type(self).min_input_size
@@ -152,10 +168,7 @@ class HierarchicalBackbone(nn.Module):
         return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        if global_pool is not None:
-            if global_pool not in ("avg", ""):
-                raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
-            self.global_pool = global_pool
+        self.global_pool = check_pool(self.global_pool if global_pool is None else global_pool, num_classes, POOLS)
         self.num_classes = num_classes
         self.head = self.new_head(num_classes)
 

@@ -28,7 +28,7 @@ from timm.models._features import feature_take_indices
 from timm.models.vision_transformer import Block
 
 from ..hub import convert_checkpoint
-from ._contract import HierarchicalBackbone, check_image_batch, drop_path_rates
+from ._contract import HierarchicalBackbone, check_image_batch, check_pool, drop_path_rates
 from ._factory import create_backbone
 from ._linear_mixers import (
     GlobalMixerBlock,
@@ -80,7 +80,7 @@ class LinearDeiT(HierarchicalBackbone):
         drop_path_rate: float = 0.0,
     ):
         super().__init__(num_classes, in_chans, "avg", drop_rate)
-        self.global_pool = self._check_pool(global_pool)
+        self.global_pool = check_pool(global_pool, num_classes, POOLS)
         self.min_input_size = patch_size
         h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
         self.grid_size = (math.ceil(h / patch_size), math.ceil(w / patch_size))
@@ -113,12 +113,6 @@ class LinearDeiT(HierarchicalBackbone):
         trunc_normal_(self.cls_token, std=0.02)
         self.apply(self._init_weights)
 
-    @staticmethod
-    def _check_pool(global_pool: str) -> str:
-        if global_pool not in POOLS:
-            raise ValueError(f"global_pool must be one of {POOLS} ('' keeps the tokens), got {global_pool!r}")
-        return global_pool
-
     # --- timm API ---------------------------------------------------------------------------------------------
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
@@ -133,8 +127,7 @@ class LinearDeiT(HierarchicalBackbone):
         self.grad_checkpointing = enable
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        if global_pool is not None:
-            self.global_pool = self._check_pool(global_pool)
+        self.global_pool = check_pool(self.global_pool if global_pool is None else global_pool, num_classes, POOLS)
         self.num_classes = num_classes
         self.head = self.new_head(num_classes)
 
