@@ -47,7 +47,7 @@ from timm.models import generate_default_cfgs, register_model
 from ..hub import convert_checkpoint
 from ..layers.dpb import DynamicPosBias
 from ..ops import known_true, padded_size, window_attention
-from ._contract import DownsampleStage, HierarchicalBackbone, drop_path_rates
+from ._contract import DownsampleStage, HierarchicalBackbone, drop_path_rates, side_beyond
 from ._factory import create_backbone, imagenet_cfg
 
 __all__ = ["CrossFormer"]
@@ -67,13 +67,7 @@ def pad_to_multiple(x: torch.Tensor, stride: int) -> torch.Tensor:
 
 @register_notrace_function  # FX cannot trace the comparison of the map with the group size; it records one call
 def group_layout(h: int, w: int, group_size: int, interval: int) -> tuple[tuple[int, int], int]:
-    """(group height and width, interval) on an ``h x w`` map: the whole map when ``min(h, w) <= group_size``.
-
-    Without an interval, a map of exactly the group size is one group either way; deciding that case the group's
-    way lets a traced program that covers it (and larger maps) keep one computation.
-    """
-    if interval == 1 and known_true(h >= group_size) and known_true(w >= group_size):
-        return (group_size, group_size), interval
+    """(group height and width, interval) on an ``h x w`` map: the whole map when ``min(h, w) <= group_size``."""
     if min(h, w) <= group_size:
         return (h, w), 1
     return (group_size, group_size), interval
@@ -211,6 +205,9 @@ class CrossFormer(HierarchicalBackbone):
         super().__init__(num_classes, in_chans, global_pool, drop_rate)
         dims = [embed_dim * 2**i for i in range(len(depths))]
         dpr = drop_path_rates(drop_path_rate, depths)
+        # a stage whose shorter side is at most the group size is one group of the whole map (group_layout): a
+        # different computation, so a dynamic-shape export starts above it (see vitzoo.export)
+        self.dynamic_min_side = side_beyond(group_sizes)
         self.stem = CrossScaleEmbed(in_chans, embed_dim, stem_kernels, stride=4, norm_first=False)
         stages, self.feature_info = [], []
         for i, (dim, depth) in enumerate(zip(dims, depths)):
