@@ -9,8 +9,8 @@ model's :func:`dynamic_min_side` up to 1024) and the file is also checked at ano
 
 A dynamic program holds one computation for every size it accepts. Where a model computes something else below
 some size (CrossFormer's groups become the whole map; the Swin hosts leave a one-window last stage unshifted; VSA's
-sampling grid of a one-window stage), its
-``dynamic_min_side`` says from where on one program serves, and smaller sizes export with static shapes.
+sampling grid of a one-window stage), its ``dynamic_min_side`` says from where on one program serves, and smaller
+sizes export with static shapes.
 
 Files are written next to their destination and moved into place, so a failed export never leaves a partial file.
 """

@@ -61,6 +61,21 @@ def symbolic(*sizes: int) -> bool:
     return any(isinstance(s, torch.SymInt) for s in sizes)
 
 
+def traceable_grid(hp: int, wp: int, block_h: int, block_w: int) -> tuple[int, int]:
+    """A padded ``hp x wp`` map of ``block_h x block_w`` blocks, grown to at least two blocks per axis when the sizes
+    are symbolic.
+
+    A dynamic-shape program cannot keep a one-block axis: the reshapes of blocked maps ask whether a size is 1, and
+    the answer at the traced size would pin the program to it. Callers mask (or zero) the added keys and crop the
+    added queries, which leaves every real query's block, hence the output, unchanged.
+    """
+    if torch.jit.is_scripting():  # its own statement: TorchScript then leaves the rest uncompiled
+        return hp, wp
+    if not symbolic(hp, wp):
+        return hp, wp
+    return at_least(hp, 2 * block_h), at_least(wp, 2 * block_w)
+
+
 def at_least(size: int, floor: int) -> int:
     """``max(size, floor)`` of a size, kept symbolic (no guard) where the traced size's range does not decide it."""
     if torch.jit.is_scripting():
@@ -84,7 +99,7 @@ def crop_hw(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
         return x[:, :h, :w]
     if known_true(x.shape[1] == h) and known_true(x.shape[2] == w):
         return x
-    if isinstance(h, torch.SymInt) or isinstance(w, torch.SymInt):
+    if symbolic(h, w):
         return _gather_hw(x, h, w)
     return x[:, :h, :w]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .._common import at_least, crop_hw, known_true, pad_hw, padded_size, symbolic
+from .._common import crop_hw, known_true, pad_hw, padded_size, traceable_grid
 
 
 def can_run(*args, **kwargs) -> str | None:
@@ -79,12 +79,7 @@ def forward(
     hq, wq = q.shape[1:3]
     bq = block_size // query_stride
     hp, wp = padded_size(h, block_size), padded_size(w, block_size)
-    if not torch.jit.is_scripting():
-        if symbolic(hp, wp):
-            # A dynamic-shape program cannot keep a one-block axis: the reshapes below ask whether a size is 1, and
-            # the answer at the traced size would pin the program to it. A further block of masked (or, unmasked,
-            # zero) keys and cropped queries leaves every real query's window, hence the output, unchanged.
-            hp, wp = at_least(hp, 2 * block_size), at_least(wp, 2 * block_size)
+    hp, wp = traceable_grid(hp, wp, block_size, block_size)  # the added keys are masked (or zeros, unmasked)
     nbh, nbw = hp // block_size, wp // block_size
 
     # blocks by unfold, not a reshape: q is usually a permuted conv output, and whether a reshape of that is a view

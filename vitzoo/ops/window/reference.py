@@ -7,7 +7,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from .._common import at_least, crop_hw, known_true, pad_hw, padded_size, symbolic
+from .._common import crop_hw, known_true, pad_hw, padded_size, traceable_grid
 
 
 def can_run(*args, **kwargs) -> str | None:
@@ -114,13 +114,8 @@ def forward(
     if shifted:  # Swin's cyclic shift: the map rolled up/left, windows cut from the rolled map
         q, k, v = _roll(q, -sh, -sw), _roll(k, -sh, -sw), _roll(v, -sh, -sw)
     hp, wp = padded_size(h, wh * dh), padded_size(w, ww * dw)
-    if not torch.jit.is_scripting():
-        if symbolic(hp, wp) and mask is None and not shifted:
-            # A dynamic-shape program cannot keep a one-window axis: the reshapes ask whether a size is 1, and the
-            # answer at the traced size would pin the program to it. A further window of masked padding keys (and
-            # cropped queries) leaves every real query's window unchanged. (A caller's per-window mask or a shift
-            # fixes the window grid.)
-            hp, wp = at_least(hp, 2 * wh * dh), at_least(wp, 2 * ww * dw)
+    if mask is None and not shifted:  # a caller's per-window mask or a shift fixes the window grid
+        hp, wp = traceable_grid(hp, wp, wh * dh, ww * dw)
     n_win, n = (hp // wh) * (wp // ww), wh * ww
     padded = not (known_true(hp == h) and known_true(wp == w))
     whole_map = known_true(n_win == 1) and not padded  # one window is the whole map: a strided view, no partition copy
