@@ -59,10 +59,10 @@ def test_one_dynamic_program_serves_every_batch_and_size_as_exported_and_in_onnx
 
 
 def test_dynamic_export_below_a_models_range_is_refused_with_the_range(tmp_path):
-    model = create_for_export("vitzoo_swin_vsa_t", "exported")
-    assert dynamic_min_side(model) == 256  # at 224 the last stage is one 7x7 window
+    model = create_for_export("vitzoo_crossformer_t", "exported")
+    assert dynamic_min_side(model) == 256  # at 224 the last stage is one whole-map group
     with pytest.raises(ExportError, match=r"from 256x256 up .* got 224x224: pass a larger img_size, or export 224x224"):
-        export_model(model, "exported", (224, 224), tmp_path / "vsa.pt2", dynamic=True)
+        export_model(model, "exported", (224, 224), tmp_path / "crossformer.pt2", dynamic=True)
     assert not list(tmp_path.iterdir())
 
 

@@ -196,3 +196,20 @@ def test_shift_cuda_backends_forward_backward(seed, size, window, shift):
     for backend in ("flex", "triton"):
         for got, ref in zip(results[backend], results["reference"]):
             torch.testing.assert_close(got, ref, atol=2e-3, rtol=2e-3, msg=lambda m, b=backend: f"{b}: {m}")
+
+
+@pytest.mark.parametrize("shift", [(3, 3), (0, 3)])
+def test_a_trace_at_a_one_window_map_serves_maps_of_more_windows(seed, shift):
+    """Traced with symbolic sizes at one 7x7 window, the shifted op's program computes the definition at larger and
+    non-square maps too (under tracing its window grid grows by a window of masked padding)."""
+    from dynamic_trace import export_once
+
+    def attend(x):
+        q, k, v = x.unbind(3)
+        return window_attention(q, k, v, (7, 7), shift=shift)
+
+    program = export_once(attend, torch.randn(2, 7, 7, 3, 2, 4), {1: (7, 32), 2: (7, 32)})
+    for size in [(7, 7), (7, 9), (10, 13), (14, 14)]:
+        x = torch.randn(2, *size, 3, 2, 4)
+        want = shifted_windows(*x.unbind(3), (7, 7), shift, 0.5).float()
+        torch.testing.assert_close(program(x), want, atol=1e-5, rtol=1e-5)

@@ -153,3 +153,17 @@ def test_model_runs_at_sizes_the_windows_do_not_divide(seed):
         assert isinstance(block, SwinWindowBlock)
         for name, p in block.named_parameters():
             assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+def test_a_trace_at_a_one_window_map_follows_the_window_rule_at_every_size(seed):
+    """Traced with symbolic sizes at a 7x7 map (one window: unshifted), the block's program shifts each axis
+    exactly where the rule does at other sizes: it keeps both computations and picks by size at run time."""
+    from dynamic_trace import export_once
+
+    block = SwinWindowBlock(48, (7, 7), 3, window_size=7, shift_size=3).eval()
+    _randomise(block)
+    with torch.no_grad():
+        program = export_once(block, torch.randn(2, 7, 7, 48), {1: (7, 32), 2: (7, 32)})
+        for size in [(7, 7), (7, 9), (9, 7), (8, 8), (12, 10)]:
+            x = torch.randn(2, *size, 48)
+            torch.testing.assert_close(program(x), block(x), atol=1e-5, rtol=1e-5)

@@ -106,3 +106,19 @@ def test_vitaev2_runs_any_size_with_the_grid_built_per_forward(size, seed):
         for h, w in (size, (64, 96)):
             feats = model.forward_intermediates(torch.randn(1, 3, h, w), intermediates_only=True)
             assert [f.shape[-2:] for f in feats] == [(-(-h // r), -(-w // r)) for r in (4, 8, 16, 32)]
+
+
+def test_a_trace_at_a_one_window_map_samples_as_eager_at_every_size(seed):
+    """Traced with symbolic sizes at a 7x7 map (one window), the VSA layer's program samples and attends as eager at
+    larger and non-square maps (under tracing the window grid grows by a padding window, sampled in the same frame)."""
+    from dynamic_trace import export_once
+
+    attn = VaryingSizeWindowAttention(16, 2, window_size=7).eval()
+    with torch.no_grad():
+        for conv in (attn.sampling_offsets, attn.sampling_scales):  # regressed windows away from plain attention
+            conv.weight.normal_(0, 0.3)
+            conv.bias.normal_(0, 0.3)
+        program = export_once(attn, torch.randn(2, 7, 7, 16), {1: (7, 32), 2: (7, 32)})
+        for size in [(7, 7), (8, 8), (7, 15), (14, 9)]:
+            x = torch.randn(2, *size, 16)
+            torch.testing.assert_close(program(x), attn(x), atol=1e-5, rtol=1e-5)

@@ -7,10 +7,9 @@ computation there), ``exported`` (a ``torch.export`` program saved as a ``.pt2``
 the image height and width are symbolic (heights and widths stay multiples of the model's total stride, from the
 model's :func:`dynamic_min_side` up to 1024) and the file is also checked at another batch and a non-square size.
 
-A dynamic program holds one computation for every size it accepts. Where a model computes something else below
-some size (CrossFormer's groups become the whole map; the Swin hosts leave a one-window last stage unshifted; VSA's
-sampling grid of a one-window stage), its ``dynamic_min_side`` says from where on one program serves, and smaller
-sizes export with static shapes.
+A dynamic program holds one computation for every size it accepts. Where a model computes something of another
+shape below some size (CrossFormer's groups become one group of the whole map at 224), its ``dynamic_min_side``
+says from where on one program serves, and smaller sizes export with static shapes.
 
 Files are written next to their destination and moved into place, so a failed export never leaves a partial file.
 """

@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 from timm.layers import DropPath, Mlp, register_notrace_function, to_2tuple, trunc_normal_
 
-from ..ops import window_attention
+from ..ops import known_true, symbolic, window_attention
 from .dpb import relative_offset_index
 
 __all__ = ["SwinWindowAttention", "SwinWindowBlock", "crop_relative_position_index", "swin_window_and_shift"]
@@ -53,6 +53,11 @@ def swin_window_and_shift(
     wh, sh = _axis_window_and_shift(size[0], window[0], shift[0])
     ww, sw = _axis_window_and_shift(size[1], window[1], shift[1])
     return (wh, ww), (sh, sw)
+
+
+def _beyond(side: int, window: int) -> int:
+    """1 where a ``side >= window`` is larger than the window, else 0, as size arithmetic (no comparison to trace)."""
+    return (2 * side - window - 1) // side
 
 
 @register_notrace_function  # torch.fx cannot compare the window with the table's; it records the crop as one call
@@ -153,7 +158,30 @@ class SwinWindowBlock(nn.Module):
         """Window and shift of a forward on a ``size`` map (``window_size``, ``shift_size`` at ``input_resolution``)."""
         return swin_window_and_shift((size[0], size[1]), self.window_size, self.target_shift_size)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def attend(self, x: torch.Tensor) -> torch.Tensor:
+        """Attention on a ``[B, H, W, C]`` map with the window and shift of its size."""
+        if torch.jit.is_scripting():  # its own statement: TorchScript then leaves the traced path uncompiled
+            window, shift = self.window_and_shift((x.shape[1], x.shape[2]))
+            return self.attn(x, window, shift)
+        if symbolic(x.shape[1], x.shape[2]):
+            return self._attend_traced(x)
         window, shift = self.window_and_shift((x.shape[1], x.shape[2]))
-        x = x + self.drop_path1(self.attn(self.norm1(x), window, shift))  # B, H, W, C
+        return self.attn(x, window, shift)
+
+    def _attend_traced(self, x: torch.Tensor) -> torch.Tensor:
+        # A dynamic-shape trace whose map may be exactly one window on an axis (a 224 input's 7x7 last stage) or
+        # more (256 and up): the rule unshifts that axis only at the smaller size, so the shift becomes a size
+        # expression that is 0 there, and one program holds both. Sides that may be smaller than the window (the
+        # window would shrink with them) keep the Python rule, which pins the traced case.
+        sides = (x.shape[1], x.shape[2])
+        if not all(known_true(side >= ws) for side, ws in zip(sides, self.window_size)):
+            window, shift = self.window_and_shift(sides)
+            return self.attn(x, window, shift)
+        window = self.window_size
+        _, shift = swin_window_and_shift((window[0] + 1, window[1] + 1), window, self.target_shift_size)
+        shift = tuple(s if known_true(side > ws) else s * _beyond(side, ws) for s, side, ws in zip(shift, sides, window))
+        return self.attn(x, window, shift)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path1(self.attend(self.norm1(x)))  # B, H, W, C
         return x + self.drop_path2(self.mlp(self.norm2(x)))

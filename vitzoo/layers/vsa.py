@@ -8,15 +8,18 @@ import torch.nn.functional as F
 from timm.layers import register_notrace_function, trunc_normal_
 
 from ..ops import sampled_window_attention
-from ..ops._common import pad_hw, padded_size
+from ..ops._common import pad_hw
+from ..ops.sampled import window_grid
 from .dpb import relative_offset_index
 
 
 @register_notrace_function  # whether to pad depends on the map size, which FX cannot branch on: it records one call
 def pad_to_windows(x: torch.Tensor, window_size: int) -> torch.Tensor:
-    """Zero-pad a ``[B, H, W, C]`` map at the bottom/right to multiples of ``window_size``."""
+    """Zero-pad a ``[B, H, W, C]`` map at the bottom/right to the op's window grid (:func:`vitzoo.ops.sampled.window_grid`:
+    multiples of ``window_size``, at least two windows per axis under a dynamic-shape trace)."""
     h, w = x.shape[1], x.shape[2]
-    return pad_hw(x, padded_size(h, window_size) - h, padded_size(w, window_size) - w)
+    nh, nw = window_grid(h, w, window_size)
+    return pad_hw(x, nh * window_size - h, nw * window_size - w)
 
 
 class VaryingSizeWindowAttention(nn.Module):

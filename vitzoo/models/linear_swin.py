@@ -33,7 +33,7 @@ from timm.models import register_model
 
 from ..hub import convert_checkpoint
 from ..layers.swin_window import SwinWindowBlock
-from ._contract import DownsampleStage, HierarchicalBackbone, drop_path_rates, side_beyond
+from ._contract import DownsampleStage, HierarchicalBackbone, drop_path_rates
 from ._factory import create_backbone
 from ._linear_mixers import (
     GlobalMixerBlock,
@@ -86,8 +86,6 @@ class LinearSwin(HierarchicalBackbone):
         uses_mixer = expand_attn_types(attn_type, depths)
         sizes = stage_sizes(img_size, len(depths))
         window_size = window_size or swin_window_size(mixer, img_size)
-        # Swin's rule: a map no larger than the window is one unshifted window (see vitzoo.export)
-        self.dynamic_min_side = side_beyond([window_size] * len(depths))
         dpr = drop_path_rates(drop_path_rate, depths)
         stages, self.feature_info = [], []
         for i, depth in enumerate(depths):

@@ -24,7 +24,7 @@ from timm.models.swin_transformer import PatchMerging
 
 from ..hub import convert_checkpoint
 from ..layers import VaryingSizeWindowAttention
-from ._contract import DownsampleStage, HierarchicalBackbone, drop_path_rates, side_beyond
+from ._contract import DownsampleStage, HierarchicalBackbone, drop_path_rates
 from ._factory import create_backbone, imagenet_cfg
 
 __all__ = ["SwinVSA"]
@@ -89,7 +89,6 @@ class SwinVSA(HierarchicalBackbone):
     ):
         super().__init__(num_classes, in_chans, global_pool, drop_rate)
         self.stem = nn.Identity()
-        self.dynamic_min_side = side_beyond([window_size] * len(depths))  # a one-window stage: see vitzoo.export
         dpr = drop_path_rates(drop_path_rate, depths)
         stages, self.feature_info = [], []
         for i, depth in enumerate(depths):

@@ -36,7 +36,7 @@ from timm.models import generate_default_cfgs, register_model
 from ..hub import convert_checkpoint
 from ..layers import VaryingSizeWindowAttention
 from ..ops import padded_size
-from ._contract import DownsampleStage, HierarchicalBackbone, drop_path_rates, side_beyond
+from ._contract import DownsampleStage, HierarchicalBackbone, drop_path_rates
 from ._factory import create_backbone, imagenet_cfg
 
 __all__ = ["ViTAEv2VSA"]
@@ -170,7 +170,6 @@ class ViTAEv2VSA(HierarchicalBackbone):
         dilations = ((1, 2, 3, 4), (1, 2, 3), (1, 2), (1, 2))
         dpr = drop_path_rates(drop_path_rate, depths)
         self.stem = nn.Identity()
-        self.dynamic_min_side = side_beyond([window_size] * 4)  # a one-window stage: see vitzoo.export
         stages, in_chs, self.feature_info, reduction = [], in_chans, [], 1
         for i in range(4):
             rc = ReductionCell(

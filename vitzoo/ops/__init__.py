@@ -8,7 +8,7 @@ order) that can run the inputs; ``VITZOO_DISABLE_<BACKEND>=1`` or :func:`disable
 from timm.layers import register_notrace_function
 
 from . import agent, halo, linear, magnitude, neighborhood, routed, sampled, window
-from ._common import crop_hw, known_true, padded_size, size_min
+from ._common import crop_hw, known_true, padded_size, size_min, symbolic
 from ._dispatch import BackendUnavailable, disable_backends, is_disabled, use_backend
 from .agent import agent_attention
 from .halo import halo_attention
@@ -53,6 +53,7 @@ __all__ = [
     "region_routed_attention",
     "sampled_window_attention",
     "size_min",
+    "symbolic",
     "use_backend",
     "window_attention",
 ]

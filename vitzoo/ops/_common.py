@@ -61,19 +61,27 @@ def symbolic(*sizes: int) -> bool:
     return any(isinstance(s, torch.SymInt) for s in sizes)
 
 
-def traceable_grid(hp: int, wp: int, block_h: int, block_w: int) -> tuple[int, int]:
-    """A padded ``hp x wp`` map of ``block_h x block_w`` blocks, grown to at least two blocks per axis when the sizes
-    are symbolic.
+def traceable_grid(h: int, w: int, block_h: int, block_w: int) -> tuple[int, int]:
+    """An ``h x w`` map padded to whole ``block_h x block_w`` blocks, with one more block on every axis that may
+    hold a single block when the sizes are symbolic.
 
     A dynamic-shape program cannot keep a one-block axis: the reshapes of blocked maps ask whether a size is 1, and
     the answer at the traced size would pin the program to it. Callers mask (or zero) the added keys and crop the
     added queries, which leaves every real query's block, hence the output, unchanged.
     """
     if torch.jit.is_scripting():  # its own statement: TorchScript then leaves the rest uncompiled
-        return hp, wp
-    if not symbolic(hp, wp):
-        return hp, wp
-    return at_least(hp, 2 * block_h), at_least(wp, 2 * block_w)
+        return padded_size(h, block_h), padded_size(w, block_w)
+    if not symbolic(h, w):
+        return padded_size(h, block_h), padded_size(w, block_w)
+    return _grown(h, block_h), _grown(w, block_w)
+
+
+def _grown(size: int, block: int) -> int:
+    if known_true(size > block):
+        return padded_size(size, block)
+    # written as one multiple of the block (not padded + block: the tracer expands 7 * (n + 1) into a sum, and then
+    # cannot prove the views' divisibility), which it can prove holds at least two blocks
+    return ceil_div(size + block, block) * block
 
 
 def at_least(size: int, floor: int) -> int:
@@ -114,6 +122,8 @@ def _gather_hw(x: torch.Tensor, h, w) -> torch.Tensor:
 
 def padded_size(size: int, block: int) -> int:
     """The smallest multiple of ``block`` that is >= ``size``."""
+    if known_true(size % block == 0):  # also for symbolic sizes that are multiples, e.g. a window of the whole map
+        return size
     return ceil_div(size, block) * block
 
 

@@ -78,8 +78,7 @@ def forward(
     b, h, w, heads, d = k.shape
     hq, wq = q.shape[1:3]
     bq = block_size // query_stride
-    hp, wp = padded_size(h, block_size), padded_size(w, block_size)
-    hp, wp = traceable_grid(hp, wp, block_size, block_size)  # the added keys are masked (or zeros, unmasked)
+    hp, wp = traceable_grid(h, w, block_size, block_size)  # blocks added in traces: their keys are masked or zeros
     nbh, nbw = hp // block_size, wp // block_size
 
     # blocks by unfold, not a reshape: q is usually a permuted conv output, and whether a reshape of that is a view

@@ -20,19 +20,32 @@ attend, per window and head, to the ``ws * ws`` sampled keys with an optional re
 ``[heads, N, N]`` indexed by the sampled keys' slots; padded tokens are zeros and are not masked (sampled
 positions fall between pixels, so there is no exact padding to mask), which is the official classification
 code's computation. The ``max(., 1)`` guards maps smaller than one window, where the official code divides by zero.
+
+Under a dynamic-shape trace the window grid has at least two windows per axis (:func:`window_grid`): the added
+windows are padding, sampled and attended in the same frame (``Hp``, ``Wp`` above) and dropped from the output, so
+a program traced at a one-window size serves larger ones too.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .._common import ceil_div, pair
+from .._common import pair, traceable_grid
 from .._dispatch import OpBackends, check_qkv, check_same_map
 from . import reference
 
-__all__ = ["sampled_window_attention", "BACKENDS"]
+__all__ = ["sampled_window_attention", "window_grid", "BACKENDS"]
 
 BACKENDS = OpBackends("sampled_window_attention", __name__, ["reference"])
+
+
+def window_grid(h: int, w: int, window_size: int) -> tuple[int, int]:
+    """``(nH, nW)``: the query windows of an ``h x w`` map, the shape of ``offsets`` and ``scales``.
+
+    ``ceil(h / ws), ceil(w / ws)``; under a dynamic-shape trace at least 2 each (see the module docstring).
+    """
+    hp, wp = traceable_grid(h, w, window_size, window_size)
+    return hp // window_size, wp // window_size
 
 
 def sampled_window_attention(
@@ -73,7 +86,7 @@ def _checked_sampled_window_attention(q, k, v, window_size, offsets, scales, bia
     ws = pair(window_size, "window_size")[0]
     check_same_map("sampled_window_attention", q, k, v, "[B, H, W, heads]")
     b, h, w, heads, _ = q.shape
-    grid = (b, heads, 2, ceil_div(h, ws), ceil_div(w, ws))
+    grid = (b, heads, 2, *window_grid(h, w, ws))
     for name, t in (("offsets", offsets), ("scales", scales)):
         if tuple(t.shape) != grid:
             raise ValueError(

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import torch
 
-from .._common import padded_size, pair
+from .._common import padded_size, pair, symbolic
 from .._dispatch import OpBackends, check_qkv, check_same_map
 from . import reference
 
@@ -93,9 +93,12 @@ def _check_shift(
     shift: int | tuple[int, int], window: tuple[int, int], dilation: tuple[int, int], size: tuple[int, int]
 ) -> tuple[int, int]:
     """Normalise ``shift`` to a pair and raise a ValueError saying which rule it breaks."""
-    out = (shift, shift) if isinstance(shift, int) else tuple(shift) if isinstance(shift, (tuple, list)) else ()
-    if len(out) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) for s in out):
+    sizes = (int, torch.SymInt)
+    out = (shift, shift) if isinstance(shift, sizes) else tuple(shift) if isinstance(shift, (tuple, list)) else ()
+    if len(out) != 2 or not all(isinstance(s, sizes) and not isinstance(s, bool) for s in out):
         raise ValueError(f"window_attention: shift must be an int or a pair of ints, got {shift!r}")
+    if symbolic(*out):  # a shift that depends on the traced map size (Swin's rule in a dynamic-shape trace)
+        return out  # type: ignore[return-value]
     if not any(out):
         return 0, 0
     for axis, s, win, side in zip("HW", out, window, size):

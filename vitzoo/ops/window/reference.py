@@ -7,7 +7,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from .._common import crop_hw, known_true, pad_hw, padded_size, traceable_grid
+from .._common import crop_hw, known_true, pad_hw, padded_size, symbolic, traceable_grid
 
 
 def can_run(*args, **kwargs) -> str | None:
@@ -62,37 +62,52 @@ def padding_key_mask(
     return valid | ~valid.any(dim=-1, keepdim=True)
 
 
-def _build_region_mask(h: int, w: int, wh: int, ww: int, sh: int, sw: int, device: torch.device) -> torch.Tensor:
+def _build_region_mask(
+    h: int, w: int, wh: int, ww: int, sh: int, sw: int, hp: int, wp: int, device: torch.device
+) -> torch.Tensor:
     # roll region of every token of the rolled, padded map: rows [H - sh, Hp) are one region (the wrapped rows, and
     # with them the bottom padding), rows [0, H - sh) the other; columns alike. Where the padding goes only matters
     # for padded queries, whose outputs are dropped: with it in the wrapped region, the window of a padded query
     # holds a real key of its region (in row H - 1 if the query is a padded row, in column W - 1 if a padded
     # column), so no softmax row is left empty (which would give NaN, and NaN gradients to the window's keys).
-    hp, wp = padded_size(h, wh), padded_size(w, ww)
-    rows = torch.arange(hp, device=device) >= h - sh if sh else torch.zeros(hp, dtype=torch.bool, device=device)
-    cols = torch.arange(wp, device=device) >= w - sw if sw else torch.zeros(wp, dtype=torch.bool, device=device)
+    rows = torch.arange(hp, device=device) >= _wrapped_from(h, sh, wh, hp)
+    cols = torch.arange(wp, device=device) >= _wrapped_from(w, sw, ww, wp)
     region = (rows[:, None] * 2 + cols[None, :]).to(torch.int8)  # Hp, Wp: codes 0..3
     region = window_partition(region[None, :, :, None, None], wh, ww)[0, :, 0, :, 0]  # nW, N
     return region[:, :, None] == region[:, None, :]  # nW, N (queries), N (keys)
 
 
+def _wrapped_from(size: int, shift: int, window: int, padded: int) -> int:
+    """The first rolled row (or column) of the wrapped region: ``size - shift``, or past the padded map without a
+    shift (a shift that is symbolic may be 0: ``0 <= shift < window``, so ``ceil(shift / window)`` says which)."""
+    if not symbolic(shift):
+        return size - shift if shift else padded
+    is_shifted = (shift + window - 1) // window  # 1 or 0
+    return size - shift + (1 - is_shifted) * padded
+
+
 @functools.lru_cache(maxsize=32)
-def _cached_region_mask(h: int, w: int, wh: int, ww: int, sh: int, sw: int, device: torch.device) -> torch.Tensor:
-    return _build_region_mask(h, w, wh, ww, sh, sw, device)
+def _cached_region_mask(
+    h: int, w: int, wh: int, ww: int, sh: int, sw: int, hp: int, wp: int, device: torch.device
+) -> torch.Tensor:
+    return _build_region_mask(h, w, wh, ww, sh, sw, hp, wp, device)
 
 
-def _region_mask(h: int, w: int, wh: int, ww: int, sh: int, sw: int, device: torch.device) -> torch.Tensor:
-    """Bool ``[nW, N, N]``: True where query and key of a window of the rolled, padded map share a roll region.
+def _region_mask(
+    h: int, w: int, wh: int, ww: int, sh: int, sw: int, hp: int, wp: int, device: torch.device
+) -> torch.Tensor:
+    """Bool ``[nW, N, N]``: True where query and key of a window of the rolled map, padded to ``hp x wp``, share a
+    roll region.
 
     Cached per shape and device. NOTE: the cached tensor is shared, so it is only read here (combined into a fresh
     additive mask) and never handed to callers. Under ``torch.compile`` and TorchScript it is built in the graph
     instead (Dynamo would ignore the cache and warn; TorchScript has no cache).
     """
     if torch.jit.is_scripting():
-        return _build_region_mask(h, w, wh, ww, sh, sw, device)
+        return _build_region_mask(h, w, wh, ww, sh, sw, hp, wp, device)
     if torch.compiler.is_compiling():
-        return _build_region_mask(h, w, wh, ww, sh, sw, device)
-    return _cached_region_mask(h, w, wh, ww, sh, sw, device)
+        return _build_region_mask(h, w, wh, ww, sh, sw, hp, wp, device)
+    return _cached_region_mask(h, w, wh, ww, sh, sw, hp, wp, device)
 
 
 def forward(
@@ -110,12 +125,14 @@ def forward(
     dh, dw = dilation
     sh, sw = shift
     b, h, w, heads, _ = q.shape
-    shifted = sh > 0 or sw > 0
+    shifted = not (known_true(sh == 0) and known_true(sw == 0))  # a symbolic shift (0 at some sizes) counts
     if shifted:  # Swin's cyclic shift: the map rolled up/left, windows cut from the rolled map
         q, k, v = _roll(q, -sh, -sw), _roll(k, -sh, -sw), _roll(v, -sh, -sw)
-    hp, wp = padded_size(h, wh * dh), padded_size(w, ww * dw)
-    if mask is None and not shifted:  # a caller's per-window mask or a shift fixes the window grid
-        hp, wp = traceable_grid(hp, wp, wh * dh, ww * dw)
+    if mask is not None or (known_true(h == wh * dh) and known_true(w == ww * dw)):
+        # a caller's per-window mask fixes the window grid; a window of the whole map has no other
+        hp, wp = padded_size(h, wh * dh), padded_size(w, ww * dw)
+    else:
+        hp, wp = traceable_grid(h, w, wh * dh, ww * dw)
     n_win, n = (hp // wh) * (wp // ww), wh * ww
     padded = not (known_true(hp == h) and known_true(wp == w))
     whole_map = known_true(n_win == 1) and not padded  # one window is the whole map: a strided view, no partition copy
@@ -136,7 +153,7 @@ def forward(
     if padded:
         allowed = padding_key_mask(h, w, wh, ww, q.device, dh, dw, hp, wp)[:, None, None, :]  # nW, 1, 1, N
     if shifted:
-        region = _region_mask(h, w, wh, ww, sh, sw, q.device)[:, None]  # nW, 1, N, N
+        region = _region_mask(h, w, wh, ww, sh, sw, hp, wp, q.device)[:, None]  # nW, 1, N, N
         allowed = region if allowed is None else region & allowed
     if allowed is not None:
         blocked = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill(~allowed, float("-inf"))
@@ -154,7 +171,18 @@ def forward(
 
 
 def _roll(x: torch.Tensor, sh: int, sw: int) -> torch.Tensor:
+    if symbolic(sh, sw):
+        return _gather_roll(_gather_roll(x, sh, 1), sw, 2)
     return torch.roll(x, shifts=(sh, sw), dims=(1, 2))
+
+
+def _gather_roll(x: torch.Tensor, shift: int, dim: int) -> torch.Tensor:
+    # torch.roll by a symbolic amount, as a gather: roll's slicing would ask whether the amount is 0 and pin it
+    n = x.shape[dim]
+    source = torch.arange(n, device=x.device) - shift  # out[i] = x[(i - shift) mod n], |shift| < n
+    # wrapped with where, not %: ONNX export has no remainder by a symbolic size
+    source = torch.where(source < 0, source + n, torch.where(source >= n, source - n, source))
+    return x.index_select(dim, source)
 
 
 def _windows(t: torch.Tensor, whole_map: bool, wh: int, ww: int, dh: int, dw: int, hp: int, wp: int) -> torch.Tensor:
