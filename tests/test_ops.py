@@ -518,3 +518,24 @@ def test_use_backend_context_applies_to_ops_that_have_it(seed, monkeypatch):
         # routed attention has no natten backend: auto choice, no error
         region_routed_attention(q.flatten(3), k.flatten(3), v.flatten(3), 2, 1, 2)
     assert calls == [1]
+
+
+def test_traced_adaptive_pooling_exports_to_onnx_and_matches_torch_at_every_size(seed, tmp_path):
+    """Under a dynamic-shape trace the agent pooling runs as pooling matrices (the ONNX exporter cannot decompose
+    adaptive pooling of a symbolic map): ONNX Runtime gives ``F.adaptive_avg_pool2d`` at sizes that divide and not."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+
+    from vitzoo.ops import adaptive_avg_pool_hw
+
+    class Pool(torch.nn.Module):
+        def forward(self, x):
+            return adaptive_avg_pool_hw(x, 3)
+
+    dims = {2: torch.export.Dim("h", min=3, max=40) * 2, 3: torch.export.Dim("w", min=3, max=40) * 2}
+    program = torch.export.export(Pool(), (torch.randn(2, 4, 14, 18),), dynamic_shapes={"x": dims})
+    torch.onnx.export(program, f=str(tmp_path / "pool.onnx"), dynamo=True, verbose=False)
+    session = onnxruntime.InferenceSession(str(tmp_path / "pool.onnx"), providers=["CPUExecutionProvider"])
+    for size in [(14, 18), (6, 6), (24, 10), (62, 34)]:
+        x = torch.randn(2, 4, *size)
+        got = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+        torch.testing.assert_close(got, torch.nn.functional.adaptive_avg_pool2d(x, 3), atol=1e-6, rtol=1e-5)

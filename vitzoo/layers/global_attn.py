@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import register_notrace_module, trunc_normal_
 
-from ..ops import agent_attention, known_true, linear_attention
+from ..ops import adaptive_avg_pool_hw, agent_attention, known_true, linear_attention
 
 __all__ = [
     "AgentAttention2d",
@@ -206,7 +206,7 @@ class AgentAttention2d(GlobalAttention2d):
     def mix(self, x: torch.Tensor, size: tuple[int, int], context: torch.Tensor | None) -> torch.Tensor:
         b, t, c = x.shape
         q, k, v = self.project(x)
-        agents = F.adaptive_avg_pool2d(self.value_map(q, size), self.pool_size)  # B, C, P, P
+        agents = adaptive_avg_pool_hw(self.value_map(q, size), self.pool_size)  # B, C, P, P
         agents = self.heads(agents.flatten(2).transpose(1, 2))  # B, heads, A, D
         agent_bias, query_bias = self.biases(size)
         out = agent_attention(

@@ -93,6 +93,30 @@ def at_least(size: int, floor: int) -> int:
     return torch.sym_max(size, floor)
 
 
+def adaptive_avg_pool_hw(x: torch.Tensor, size: int) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d(x, size)`` of an NCHW map; under a dynamic-shape trace as two pooling matrices.
+
+    The ONNX exporter cannot decompose adaptive pooling of a symbolic-size map; the matrices hold the same windows
+    (output cell ``i`` averages rows ``floor(i H / size)`` to ``ceil((i + 1) H / size)``, columns alike).
+    """
+    if torch.jit.is_scripting():
+        return F.adaptive_avg_pool2d(x, size)
+    if not symbolic(x.shape[2], x.shape[3]):
+        return F.adaptive_avg_pool2d(x, size)
+    rows = _pooling_matrix(x.shape[2], size, x.dtype, x.device)  # size, H
+    cols = _pooling_matrix(x.shape[3], size, x.dtype, x.device)  # size, W
+    return torch.einsum("ih,bchw,jw->bcij", rows, x, cols)
+
+
+def _pooling_matrix(length: int, size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    cell = torch.arange(size, device=device)
+    start = cell * length // size
+    end = ((cell + 1) * length + size - 1) // size
+    pos = torch.arange(length, device=device)
+    inside = (pos[None, :] >= start[:, None]) & (pos[None, :] < end[:, None])
+    return inside.to(dtype) / (end - start)[:, None].to(dtype)
+
+
 def pad_hw(x: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
     """Zero-pad a ``[B, H, W, ...]`` tensor at the bottom and right."""
     if known_true(pad_h == 0) and known_true(pad_w == 0):
