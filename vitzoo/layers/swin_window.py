@@ -179,7 +179,7 @@ class SwinWindowBlock(nn.Module):
             return self.attn(x, window, shift)
         window = self.window_size
         _, shift = swin_window_and_shift((window[0] + 1, window[1] + 1), window, self.target_shift_size)
-        shift = tuple(s if known_true(side > ws) else s * _beyond(side, ws) for s, side, ws in zip(shift, sides, window))
+        shift = tuple(s if known_true(n > ws) else s * _beyond(n, ws) for s, n, ws in zip(shift, sides, window))
         return self.attn(x, window, shift)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

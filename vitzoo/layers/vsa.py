@@ -15,8 +15,9 @@ from .dpb import relative_offset_index
 
 @register_notrace_function  # whether to pad depends on the map size, which FX cannot branch on: it records one call
 def pad_to_windows(x: torch.Tensor, window_size: int) -> torch.Tensor:
-    """Zero-pad a ``[B, H, W, C]`` map at the bottom/right to the op's window grid (:func:`vitzoo.ops.sampled.window_grid`:
-    multiples of ``window_size``, at least two windows per axis under a dynamic-shape trace)."""
+    """Zero-pad a ``[B, H, W, C]`` map at the bottom/right to the op's window grid
+    (:func:`vitzoo.ops.sampled.window_grid`: multiples of ``window_size``, at least two windows per axis under a
+    dynamic-shape trace)."""
     h, w = x.shape[1], x.shape[2]
     nh, nw = window_grid(h, w, window_size)
     return pad_hw(x, nh * window_size - h, nw * window_size - w)

@@ -7,6 +7,8 @@ with a ``grad_checkpointing`` flag), ``self.norm`` (applied to the last stage's 
 ``reset_classifier``, ``set_grad_checkpointing``, ``features_only``) then works the same way across families.
 """
 
+import math
+
 import torch
 import torch.nn as nn
 from timm.layers import register_notrace_function, trunc_normal_
@@ -93,6 +95,17 @@ def side_beyond(blocks: tuple[int, ...] | list[int], strides: tuple[int, ...] = 
     """
     side = max((block + 1) * stride for block, stride in zip(blocks, strides))
     return -(-side // 32) * 32
+
+
+def stage_sizes(img_size: int | tuple[int, int], num_stages: int = 4) -> list[tuple[int, int]]:
+    """Map size of each stage for ``img_size`` inputs (stride 4, then halving with padding, as the model runs)."""
+    h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
+    h, w = math.ceil(h / 4), math.ceil(w / 4)
+    sizes = []
+    for _ in range(num_stages):
+        sizes.append((h, w))
+        h, w = math.ceil(h / 2), math.ceil(w / 2)
+    return sizes
 
 
 def drop_path_rates(rate: float, depths: tuple[int, ...] | list[int]) -> list[list[float]]:

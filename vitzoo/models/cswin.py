@@ -199,7 +199,7 @@ class CSWinTransformer(HierarchicalBackbone):
         return CSWinBlock(dim, num_heads, split_size, mlp_ratio, qkv_bias, drop_path, global_attn=global_attn)
 
 
-def _official_key(key: str) -> str:
+def official_cswin_key(key: str) -> str:
     """One official CSWin key -> this model's key."""
     # the stem is Sequential(conv, Rearrange, LayerNorm): the parameter-free Rearrange takes index 1
     m = re.match(r"^stage1_conv_embed\.([02])\.(.*)$", key)
@@ -224,7 +224,7 @@ def checkpoint_filter_fn(state_dict: dict, model: CSWinTransformer) -> dict[str,
     :class:`vitzoo.hub.CheckpointError` listing missing, unexpected and mis-shaped keys.
     """
     return convert_checkpoint(
-        state_dict, model, ("stage1_conv_embed.",), lambda key, value: (_official_key(key), value)
+        state_dict, model, ("stage1_conv_embed.",), lambda key, value: (official_cswin_key(key), value)
     )
 
 

@@ -21,6 +21,7 @@ import torch.nn as nn
 from timm.models import register_model
 
 from ..hub import convert_checkpoint
+from ._contract import stage_sizes
 from ._factory import create_backbone
 from ._linear_mixers import (
     GlobalMixerBlock,
@@ -31,9 +32,7 @@ from ._linear_mixers import (
     make_mixer,
     mixer_no_weight_decay,
 )
-from .cswin import CSWinTransformer
-from .cswin import _official_key as _cswin_key
-from .linear_swin import stage_sizes
+from .cswin import CSWinTransformer, official_cswin_key
 
 __all__ = ["LinearCSWin"]
 
@@ -88,7 +87,7 @@ def checkpoint_filter_fn(state_dict: dict, model: LinearCSWin) -> dict[str, torc
             stage, block, rest = m.groups()
             rest = re.sub(r"^get_v\.", f"{lepe_name}.", rest)
             return f"stages.{int(stage) - 1}.blocks.{block}.attn.{rest}", value
-        return _cswin_key(key), value
+        return official_cswin_key(key), value
 
     return convert_checkpoint(
         state_dict, model, ("stage1_conv_embed.",), convert, lambda sd: fit_resolution_tables(sd, model)

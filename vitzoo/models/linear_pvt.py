@@ -27,7 +27,7 @@ from timm.models import register_model
 
 from ..hub import convert_checkpoint
 from ..ops import known_true
-from ._contract import DownsampleStage, HierarchicalBackbone, drop_path_rates
+from ._contract import DownsampleStage, HierarchicalBackbone, drop_path_rates, stage_sizes
 from ._factory import create_backbone
 from ._linear_mixers import (
     GlobalMixerBlock,
@@ -38,7 +38,6 @@ from ._linear_mixers import (
     make_mixer,
     mixer_no_weight_decay,
 )
-from .linear_swin import stage_sizes
 
 __all__ = ["LinearPVT"]
 

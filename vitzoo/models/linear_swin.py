@@ -23,7 +23,6 @@ tables when ``img_size`` differs.
 
 from __future__ import annotations
 
-import math
 import re
 
 import torch
@@ -32,8 +31,8 @@ from timm.layers import LayerNorm2d
 from timm.models import register_model
 
 from ..hub import convert_checkpoint
-from ..layers.swin_window import SwinWindowBlock
-from ._contract import DownsampleStage, HierarchicalBackbone, drop_path_rates
+from ..layers import SwinWindowBlock, swin_downsample
+from ._contract import DownsampleStage, HierarchicalBackbone, drop_path_rates, stage_sizes
 from ._factory import create_backbone
 from ._linear_mixers import (
     GlobalMixerBlock,
@@ -45,20 +44,8 @@ from ._linear_mixers import (
     mixer_no_weight_decay,
     swin_window_size,
 )
-from .swin_vsa import swin_downsample
 
 __all__ = ["LinearSwin"]
-
-
-def stage_sizes(img_size: int | tuple[int, int], num_stages: int = 4) -> list[tuple[int, int]]:
-    """Map size of each stage for ``img_size`` inputs (stride 4, then halving with padding, as the model runs)."""
-    h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
-    h, w = math.ceil(h / 4), math.ceil(w / 4)
-    sizes = []
-    for _ in range(num_stages):
-        sizes.append((h, w))
-        h, w = math.ceil(h / 2), math.ceil(w / 2)
-    return sizes
 
 
 class LinearSwin(HierarchicalBackbone):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .._common import crop_hw, known_true, pad_hw, padded_size, traceable_grid
+from .._common import crop_hw, known_true, pad_hw, traceable_grid
 
 
 def can_run(*args, **kwargs) -> str | None:
