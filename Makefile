@@ -37,7 +37,7 @@ demo: $(VENV)/.mm
 	$(PY) tools/visualize.py $(DEMO_CFG) $(DEMO_DIR)/iter_120.pth --num 2 --out $(DEMO_DIR)/overlays
 	@echo "checkpoint: $(DEMO_DIR)/iter_120.pth"
 	@echo "overlays:   $(DEMO_DIR)/overlays/"
-	@echo "log (mIoU): $$(ls -t $(DEMO_DIR)/*/*.log | head -1)"
+	@$(PY) tools/final_metric.py $(DEMO_DIR) --key mIoU
 
 test: $(VENV)/.dev
 	$(PY) -m pytest -q tests

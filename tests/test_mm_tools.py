@@ -130,7 +130,12 @@ def test_killed_run_resumes_from_its_last_checkpoint(demo_ade, tmp_path):
     iters = [json.loads(line)["step"] for line in logs if '"loss"' in line]
     assert iters and min(iters) > 4 and max(iters) == 8, iters
     assert any("mIoU" in line for line in logs)
-    # the finished checkpoint draws overlays: image | image blended with the predicted classes
+    # the final mIoU is the resumed run's evaluation at iteration 8, as `make demo` prints it
+    from final_metric import final_metric
+
+    step, miou, _ = final_metric(work)
+    assert step == 8 and 0.0 <= miou <= 100.0
+    # the finished checkpoint draws overlays: captioned image | ground truth | prediction panels
     from PIL import Image
     from visualize import main as visualize
 
@@ -142,7 +147,23 @@ def test_killed_run_resumes_from_its_last_checkpoint(demo_ade, tmp_path):
         == 0
     )
     (png,) = (tmp_path / "png").glob("*.png")
-    assert Image.open(png).size == (2 * 128, 128)
+    assert Image.open(png).size == (3 * 128, 16 + 128)
+    # the middle panel is the test-set annotation (reduce_zero_label as the test pipeline loads it) over the image
+    import numpy as np
+    from _mm_common import load_config
+    from mmseg.datasets import ADE20KDataset
+    from visualize import blend, ground_truth
+
+    cfg = load_config(DEMO, options, None, "none")
+    root = pathlib.Path(demo_ade)
+    image_path = sorted((root / "images" / "validation").glob("*.jpg"))[0]
+    truth = ground_truth(cfg, image_path)
+    raw = np.asarray(Image.open(root / "annotations" / "validation" / f"{image_path.stem}.png"))
+    assert truth is not None and ((truth == 255) == (raw == 0)).all() and (truth[raw > 0] == raw[raw > 0] - 1).all()
+    image = np.asarray(Image.open(image_path).convert("RGB"), dtype=np.float64)
+    palette = np.array(ADE20KDataset.METAINFO["palette"], dtype=np.float64)
+    panels = np.asarray(Image.open(png))
+    assert (panels[16:, 128:256] == blend(image, truth, palette, 0.5)).all()
 
 
 DDP_CONFIG = """

@@ -2,8 +2,9 @@
 
     python tools/visualize.py CONFIG CHECKPOINT [--images DIR_OR_FILE ...] [--num 4] [--out DIR] [--alpha 0.5]
 
-Without ``--images`` the first ``--num`` images of the config's test set are drawn. Each PNG shows the image, and
-the image blended with the predicted classes in the dataset's palette, side by side.
+Without ``--images`` the first ``--num`` images of the config's test set are drawn. Each PNG shows labelled panels
+side by side: the image, its ground truth (test-set images, whose annotation is known) and the prediction, each
+class map blended over the image in the dataset's palette (ignored pixels left as the image).
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from _mm_common import ConfigError, load_config  # noqa: E402
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+IGNORE_INDEX = 255  # mmseg's ignored label (ADE20K's "other" after reduce_zero_label)
+CAPTION_HEIGHT = 16  # pixels of the caption band above each panel
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,11 +53,46 @@ def _image_paths(cfg, images: list[str] | None, num: int) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:num]
 
 
-def overlay(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float) -> np.ndarray:
-    """``[H, 2W, 3]`` uint8: the RGB image, then the image blended with each pixel's class colour."""
+def blend(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float) -> np.ndarray:
+    """``[H, W, 3]`` uint8: the image blended with each pixel's class colour; ignored pixels stay the image."""
     colours = palette[labels % len(palette)]
-    blended = (image * (1 - alpha) + colours * alpha).round().astype(np.uint8)
-    return np.concatenate([image.round().astype(np.uint8), blended], axis=1)
+    mixed = np.where((labels == IGNORE_INDEX)[..., None], image, image * (1 - alpha) + colours * alpha)
+    return mixed.round().astype(np.uint8)
+
+
+def captioned(panel: np.ndarray, caption: str) -> np.ndarray:
+    """The panel under a black band with ``caption`` written in it."""
+    band = Image.new("RGB", (panel.shape[1], CAPTION_HEIGHT))
+    ImageDraw.Draw(band).text((3, 2), caption, fill=(255, 255, 255))
+    return np.concatenate([np.asarray(band), panel], axis=0)
+
+
+def overlay(
+    image: np.ndarray, prediction: np.ndarray, palette: np.ndarray, alpha: float, truth: np.ndarray | None = None
+) -> np.ndarray:
+    """``[16 + H, k W, 3]`` uint8: captioned panels "image", "ground truth" (when ``truth`` is given), "prediction"."""
+    panels = [("image", image.round().astype(np.uint8))]
+    if truth is not None:
+        panels.append(("ground truth", blend(image, truth, palette, alpha)))
+    panels.append(("prediction", blend(image, prediction, palette, alpha)))
+    return np.concatenate([captioned(panel, caption) for caption, panel in panels], axis=1)
+
+
+def ground_truth(cfg, image_path: Path) -> np.ndarray | None:
+    """The test-set annotation of ``image_path`` as mmseg loads it (``reduce_zero_label`` as the test pipeline
+    sets it), or None for an image outside the test set."""
+    dataset = cfg.test_dataloader.dataset
+    root = Path(dataset.data_root)
+    if image_path.parent.resolve() != (root / dataset.data_prefix.img_path).resolve():
+        return None
+    seg = root / dataset.data_prefix.seg_map_path / (image_path.stem + dataset.get("seg_map_suffix", ".png"))
+    if not seg.is_file():
+        return None
+    labels = np.asarray(Image.open(seg), dtype=np.int64)
+    loads = [step for step in dataset.pipeline if step.get("type") == "LoadAnnotations"]
+    if loads and loads[0].get("reduce_zero_label", False):  # class 0 ("other") is ignored, the rest move down one
+        labels = np.where(labels == 0, IGNORE_INDEX, labels - 1)
+    return labels
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         labels = result.pred_sem_seg.data[0].cpu().numpy()
         image = np.asarray(Image.open(path).convert("RGB"), dtype=np.float64)
         target = out_dir / f"{path.stem}_overlay.png"
-        Image.fromarray(overlay(image, labels, palette, args.alpha)).save(target)
+        panels = overlay(image, labels, palette, args.alpha, ground_truth(cfg, path))
+        Image.fromarray(panels).save(target)
         print(target)
     return 0
 
