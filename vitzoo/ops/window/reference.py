@@ -80,6 +80,8 @@ def _build_region_mask(
 def _wrapped_from(size: int, shift: int, window: int, padded: int) -> int:
     """The first rolled row (or column) of the wrapped region: ``size - shift``, or past the padded map without a
     shift (a shift that is symbolic may be 0: ``0 <= shift < window``, so ``ceil(shift / window)`` says which)."""
+    if torch.jit.is_scripting():  # its own statement: TorchScript then leaves the symbolic path uncompiled
+        return size - shift if shift else padded
     if not symbolic(shift):
         return size - shift if shift else padded
     is_shifted = (shift + window - 1) // window  # 1 or 0
@@ -171,6 +173,8 @@ def forward(
 
 
 def _roll(x: torch.Tensor, sh: int, sw: int) -> torch.Tensor:
+    if torch.jit.is_scripting():  # its own statement: TorchScript then leaves the symbolic path uncompiled
+        return torch.roll(x, shifts=(sh, sw), dims=(1, 2))
     if symbolic(sh, sw):
         return _gather_roll(_gather_roll(x, sh, 1), sw, 2)
     return torch.roll(x, shifts=(sh, sw), dims=(1, 2))
