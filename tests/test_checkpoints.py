@@ -5,6 +5,7 @@ import importlib
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import textwrap
@@ -208,3 +209,69 @@ def test_hugging_face_hub_paths_offline(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "hub ok" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "name, where",
+    [
+        ("vitzoo_crossformer_t", r"https://drive\.google\.com/file/d/1YSkU9enn-ITyrbxLH13zNcBYvWSEidfq/view"),
+        ("vitzoo_agent_swin_t", r"https://cloud\.tsinghua\.edu\.cn/f/"),
+        ("vitzoo_vitaev2_vsa_b", "never published"),
+    ],
+)
+def test_pretrained_without_a_downloadable_file_names_the_page_and_the_call(name, where, monkeypatch):
+    """A cfg whose weights are a share page (or none) refuses pretrained=True before building or downloading, where
+    timm would warn and return random weights."""
+    from vitzoo.hub import WeightsUnavailable
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("a download was tried")
+
+    monkeypatch.setattr(timm.models._builder, "load_state_dict_from_url", no_download)
+    call = re.escape(f"timm.create_model({name!r}, pretrained=True, pretrained_cfg_overlay=dict(file='PATH'))")
+    with pytest.raises(
+        WeightsUnavailable, match=f"{name}: pretrained=True has no file a program can download.*{where}"
+    ):
+        timm.create_model(name, pretrained=True)
+    with pytest.raises(WeightsUnavailable, match=call):
+        timm.create_model(name, pretrained=True)
+
+
+@pytest.fixture
+def weights_server():
+    """An HTTP server on 127.0.0.1: ``/page.pth`` answers with an HTML page (a share page's reply), anything else
+    with 404."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path == "/page.pth":
+                body = b"<!DOCTYPE html><html><body>Sign in to download</body></html>"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            else:
+                self.send_error(404, "Not Found")
+
+        def log_message(self, *args):  # keep the test output clean
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    thread.join()
+
+
+def test_a_dead_or_html_weight_link_is_a_clear_error(weights_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    name = "vitzoo_swin_vsa_t"
+    with pytest.raises(CheckpointError, match=r"from http://127\.0\.0\.1:\d+/gone\.pth: HTTP 404 .*dead.*dict\(file="):
+        timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(url=f"{weights_server}/gone.pth"))
+    with pytest.raises(CheckpointError, match=r"page\.pth returned a web page \(HTML\), not a checkpoint.*removed"):
+        timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(url=f"{weights_server}/page.pth"))
+    assert not list((tmp_path / "torch").rglob("page.pth"))  # the page is not left in the cache to be read again

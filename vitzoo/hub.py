@@ -9,15 +9,21 @@ Every load in vitzoo goes through timm's pretrained machinery, which reads safet
 * :func:`convert_checkpoint` is the whole of a family's ``checkpoint_filter_fn``: unwrap, convert an official
   layout entry by entry, check;
 * :func:`guarded_load` lets ``weights_only`` loading accept ``argparse.Namespace`` (timm's training scripts store
-  their arguments in every checkpoint) and turns "this file is pickled code" or "this file is corrupt" into a
-  :class:`CheckpointError` that says so, instead of an unpickler traceback.
+  their arguments in every checkpoint) and turns "this file is pickled code", "this file is corrupt", "this link is
+  dead" or "this link returned a web page" into a :class:`CheckpointError` that says so, instead of a traceback;
+* :func:`require_fetchable` refuses ``pretrained=True`` before any download when a cfg names no file a program can
+  fetch (weights published only on share pages, or none), with the cfg's notes on where they are and the call that
+  loads a downloaded file.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import pickle
+import urllib.error
+import urllib.parse
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 
@@ -25,7 +31,15 @@ import torch
 import torch.nn as nn
 from safetensors import SafetensorError
 
-__all__ = ["CheckpointError", "check_state_dict", "convert_checkpoint", "guarded_load", "unwrap_state_dict"]
+__all__ = [
+    "CheckpointError",
+    "WeightsUnavailable",
+    "check_state_dict",
+    "convert_checkpoint",
+    "guarded_load",
+    "require_fetchable",
+    "unwrap_state_dict",
+]
 
 _WRAPPER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model")
 _PREFIXES = ("module.", "_orig_mod.")
@@ -33,6 +47,30 @@ _PREFIXES = ("module.", "_orig_mod.")
 
 class CheckpointError(ValueError):
     """A checkpoint could not be used: unsafe, corrupt, or not matching the model."""
+
+
+class WeightsUnavailable(CheckpointError):
+    """``pretrained=True`` for a cfg whose weights no program can fetch (a share page, or none published)."""
+
+
+def _load_call(model_name: str) -> str:
+    return f"timm.create_model({model_name!r}, pretrained=True, pretrained_cfg_overlay=dict(file='PATH'))"
+
+
+def require_fetchable(model_name: str, pretrained_cfg: Mapping) -> None:
+    """Raise :class:`WeightsUnavailable` when ``pretrained_cfg`` has no file, url, Hub repo or state dict to load
+    (timm would fall back to random weights with a warning), quoting the cfg's notes on where the official weights
+    are and the call that loads a downloaded file."""
+    from timm.models._builder import _resolve_pretrained_source  # timm's own decision of what it would load
+
+    load_from, _ = _resolve_pretrained_source(dict(pretrained_cfg))
+    if load_from:
+        return
+    notes = " ".join(pretrained_cfg.get("notes") or ()) or "No official weights were published for it."
+    raise WeightsUnavailable(
+        f"{model_name}: pretrained=True has no file a program can download. {notes} Load a downloaded checkpoint "
+        f"with {_load_call(model_name)}"
+    )
 
 
 def unwrap_state_dict(checkpoint: Mapping, prefer_ema: bool = True) -> dict[str, torch.Tensor]:
@@ -111,15 +149,37 @@ def convert_checkpoint(
 
 
 @contextlib.contextmanager
-def guarded_load(model_name: str) -> Iterator[None]:
-    """Wrap a pretrained load: allow argparse.Namespace, and explain unsafe or corrupt files."""
+def guarded_load(model_name: str, url: str | None = None) -> Iterator[None]:
+    """Wrap a pretrained load: allow argparse.Namespace, and explain unsafe or corrupt files and failed downloads.
+
+    ``url``: the link the load downloads, if any. A download that is a web page instead of a checkpoint (a share
+    page, or a dead link answered with HTML) is removed from the cache, so the next try downloads again.
+    """
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             yield
+    except urllib.error.HTTPError as e:
+        raise CheckpointError(
+            f"could not download weights for {model_name} from {url or e.url}: HTTP {e.code} {e.reason} (the link is "
+            f"dead or needs a browser). Download the checkpoint by hand and load it with {_load_call(model_name)}"
+        ) from e
+    except urllib.error.URLError as e:
+        raise CheckpointError(
+            f"could not download weights for {model_name} from {url}: {e.reason}. Check the network, or download the "
+            f"checkpoint by hand and load it with {_load_call(model_name)}"
+        ) from e
     except (pickle.UnpicklingError, RuntimeError) as e:
         text = str(e).lower()
         if isinstance(e, RuntimeError) and "weights_only" not in text and "pytorchstreamreader" not in text:
             raise
+        page = _web_page_download(url) if url is not None else None
+        if page is not None:
+            os.remove(page)  # a cached page would be read again by the next try instead of downloading
+            raise CheckpointError(
+                f"could not load weights for {model_name}: {url} returned a web page (HTML), not a checkpoint: the "
+                f"link is a share page or dead (the downloaded page, {page}, was removed). Download the checkpoint "
+                f"by hand and load it with {_load_call(model_name)}"
+            ) from e
         if "pytorchstreamreader" in text:
             raise CheckpointError(f"could not read weights for {model_name}: the file is corrupt ({e})") from e
         # timm re-raises torch's refusal as a RuntimeError naming the blocked globals
@@ -134,6 +194,17 @@ def guarded_load(model_name: str) -> Iterator[None]:
         ) from e
     except (EOFError, zipfile.BadZipFile, SafetensorError) as e:
         raise CheckpointError(f"could not read weights for {model_name}: the file is truncated or corrupt ({e})") from e
+
+
+def _web_page_download(url: str) -> str | None:
+    """The cached download of ``url`` (torch.hub's checkpoint cache, where timm puts it) if it is a web page."""
+    name = os.path.basename(urllib.parse.urlparse(url).path)
+    cached = os.path.join(torch.hub.get_dir(), "checkpoints", name)
+    if not name or not os.path.isfile(cached):
+        return None
+    with open(cached, "rb") as f:
+        head = f.read(512).lstrip()
+    return cached if head.startswith(b"<") else None  # markup; a checkpoint starts with a zip or pickle header
 
 
 def _unpickler_detail(e: Exception) -> str:

@@ -9,8 +9,9 @@ import torch
 import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg
+from timm.models._builder import resolve_pretrained_cfg
 
-from ..hub import guarded_load
+from ..hub import guarded_load, require_fetchable
 
 
 def create_backbone(
@@ -21,7 +22,13 @@ def create_backbone(
     out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
     # timm's factory arguments: build on ``device`` (e.g. "meta") and cast to ``dtype``, as timm's own models do
     device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
-    with guarded_load(variant), torch.device(device) if device is not None else contextlib.nullcontext():
+    url = None
+    if pretrained:  # refuse before building when there is nothing to download; name the link a download uses
+        cfg = resolve_pretrained_cfg(variant, kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay"))
+        require_fetchable(variant, cfg.to_dict())
+        url = None if cfg.file or cfg.state_dict is not None or cfg.hf_hub_id else cfg.url
+    guard = guarded_load(variant, url)
+    with guard, torch.device(device) if device is not None else contextlib.nullcontext():
         model = build_model_with_cfg(
             model_cls,
             variant,

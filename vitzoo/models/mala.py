@@ -207,9 +207,12 @@ def _cfg(**kwargs) -> dict:
     )  # fmt: skip
 
 
-# NOTE: the README points to https://huggingface.co/aldjalkdf/MAViT without naming the files per variant, so no cfg
-# carries a url: download a checkpoint, then load it with pretrained_cfg_overlay=dict(file=...)
-default_cfgs = generate_default_cfgs({f"vitzoo_mala_{s}": _cfg() for s in "tsbl"})
+# the official README points to a Hub repo without naming the file of each variant, so no cfg carries a url
+_HUB_NOTE = (
+    "Official weights: https://huggingface.co/aldjalkdf/MAViT (a Hugging Face repo that does not name each "
+    "variant's file). Download the variant's checkpoint.",
+)
+default_cfgs = generate_default_cfgs({f"vitzoo_mala_{s}": _cfg(notes=_HUB_NOTE) for s in "tsbl"})
 
 
 @register_model

@@ -242,13 +242,17 @@ def _cfg(**kwargs) -> dict:
     return imagenet_cfg(**{**family, **kwargs})
 
 
-# NOTE: the released weights are OneDrive share pages (no direct file link): download them and load with
-# pretrained_cfg_overlay=dict(file=...); the B (ImageNet-22k) weights were announced but never published
+# the released weights are OneDrive share pages (no direct file link); the B (ImageNet-22k) weights were announced
+# but never published
+_ONEDRIVE_NOTE = (
+    "Official weights: OneDrive share pages (no direct file link) listed in "
+    "https://github.com/ViTAE-Transformer/ViTAE-VSA. Download the checkpoint.",
+)
 default_cfgs = generate_default_cfgs(
     {
-        "vitzoo_vitaev2_vsa_s": _cfg(),
-        "vitzoo_vitaev2_vsa_48m": _cfg(),
-        "vitzoo_vitaev2_vsa_b": _cfg(),
+        "vitzoo_vitaev2_vsa_s": _cfg(notes=_ONEDRIVE_NOTE),
+        "vitzoo_vitaev2_vsa_48m": _cfg(notes=_ONEDRIVE_NOTE),
+        "vitzoo_vitaev2_vsa_b": _cfg(notes=("The ImageNet-22k weights of B were announced but never published.",)),
     }
 )
 
