@@ -17,7 +17,7 @@ import sys
 import timm
 
 import vitzoo  # noqa: F401  (registers the models)
-from vitzoo.models._linear_mixers import OFFICIAL_WEIGHT_LINKS
+from vitzoo.hub import weight_sources
 from vitzoo.paper_table import PAPER_TABLE
 from vitzoo.stats import model_stats
 
@@ -229,8 +229,7 @@ def card_dict(name: str, bench: list[dict], parity: dict, by_size: list[dict] | 
         tags=[t.split(".", 1)[1] for t in with_tag],
         license=cfg.get("license", "unknown"),
         origin_url=cfg.get("origin_url"),
-        weights=cfg.get("hf_hub_id") or cfg.get("url"),
-        weights_link=OFFICIAL_WEIGHT_LINKS.get(name),
+        weights=weight_sources(cfg),
         img_size=cfg["input_size"][-1],
         stats=stats,
         paper=PAPER_TABLE.get(name),
@@ -257,14 +256,7 @@ def _out_indices(stats) -> str:
 
 
 def _weights_line(card: dict) -> str:
-    if card["weights"]:
-        return card["weights"] + " (official, converted on load)"
-    if card["weights_link"]:
-        return (
-            f"{card['weights_link']} (official; a share link timm cannot cache: download it, then "
-            "`pretrained=True, pretrained_cfg_overlay=dict(file=path)` converts it on load)"
-        )
-    return "none published"
+    return "; ".join(source.describe() for source in card["weights"]) or "none published"
 
 
 def render(card: dict) -> str:

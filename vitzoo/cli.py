@@ -21,6 +21,7 @@ import torch
 import vitzoo  # noqa: F401  (registers the vitzoo_* models with timm)
 
 from .benchmark import benchmark_model, default_img_size, environment, write_json_atomic
+from .hub import weight_sources
 from .paper_table import PAPER_TABLE
 from .stats import ModelStats, model_stats
 
@@ -146,11 +147,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     if cfg is not None:
         tag = f" ({cfg.tag})" if cfg.tag else ""
         lines.append((f"pretrained_cfg{tag}", ""))
-        for key in ("input_size", "crop_pct", "interpolation", "mean", "std", "url", "hf_hub_id"):
+        for key in ("input_size", "crop_pct", "interpolation", "mean", "std"):
             value = getattr(cfg, key, None)
-            if value or key not in ("url", "hf_hub_id"):
-                lines.append((f"  {key}", "-" if value is None else str(value)))
-        if not (cfg.url or cfg.hf_hub_id):
+            lines.append((f"  {key}", "-" if value is None else str(value)))
+        sources = weight_sources(cfg.to_dict())
+        for source in sources:
+            lines.append(("  weights", source.describe()))
+        if not sources:
             lines.append(("  weights", "none published (random init only)"))
     paper = PAPER_TABLE.get(arch)
     if paper is not None:

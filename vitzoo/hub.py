@@ -11,6 +11,8 @@ Every load in vitzoo goes through timm's pretrained machinery, which reads safet
 * :func:`guarded_load` lets ``weights_only`` loading accept ``argparse.Namespace`` (timm's training scripts store
   their arguments in every checkpoint) and turns "this file is pickled code", "this file is corrupt", "this link is
   dead" or "this link returned a web page" into a :class:`CheckpointError` that says so, instead of a traceback;
+* :func:`weight_sources` reads where a pretrained cfg's weights are (a Hub repo, a direct file, or pages named in
+  its notes to download from by hand), for the model cards and ``vitzoo info``;
 * :func:`require_fetchable` refuses ``pretrained=True`` before any download when a cfg names no file a program can
   fetch (weights published only on share pages, or none), with the cfg's notes on where they are and the call that
   loads a downloaded file.
@@ -20,8 +22,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import pickle
+import re
 import urllib.error
 import urllib.parse
 import zipfile
@@ -39,6 +43,7 @@ __all__ = [
     "guarded_load",
     "require_fetchable",
     "unwrap_state_dict",
+    "weight_sources",
 ]
 
 _WRAPPER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model")
@@ -51,6 +56,36 @@ class CheckpointError(ValueError):
 
 class WeightsUnavailable(CheckpointError):
     """``pretrained=True`` for a cfg whose weights no program can fetch (a share page, or none published)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightSource:
+    """Where official weights are: ``kind`` is ``"hf-hub"`` (a Hub repo timm loads), ``"direct"`` (a file url timm
+    downloads) or ``"page"`` (a share page to download from by hand, named in the cfg's notes)."""
+
+    kind: str
+    link: str
+
+    def describe(self) -> str:
+        if self.kind == "page":
+            return (
+                f"{self.link} (official; a share page a program cannot download: download the file, then "
+                "`pretrained=True, pretrained_cfg_overlay=dict(file=path)` converts it on load)"
+            )
+        return f"{self.link} (official, converted on load)"
+
+
+def weight_sources(pretrained_cfg: Mapping) -> list[WeightSource]:
+    """Every weight link a pretrained cfg records: its Hub repo, its url, and the pages its notes name."""
+    sources = []
+    if pretrained_cfg.get("hf_hub_id"):
+        file = pretrained_cfg.get("hf_hub_filename")
+        sources.append(WeightSource("hf-hub", f"hf-hub:{pretrained_cfg['hf_hub_id']}" + (f" ({file})" if file else "")))
+    if pretrained_cfg.get("url"):
+        sources.append(WeightSource("direct", pretrained_cfg["url"]))
+    for link in re.findall(r"https?://[^\s)]+", " ".join(pretrained_cfg.get("notes") or ())):
+        sources.append(WeightSource("page", link))
+    return sources
 
 
 def _load_call(model_name: str) -> str:
