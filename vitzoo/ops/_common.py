@@ -84,15 +84,6 @@ def _grown(size: int, block: int) -> int:
     return ceil_div(size + block, block) * block
 
 
-def at_least(size: int, floor: int) -> int:
-    """``max(size, floor)`` of a size, kept symbolic (no guard) where the traced size's range does not decide it."""
-    if torch.jit.is_scripting():
-        return max(size, floor)
-    if known_true(size >= floor):
-        return size
-    return torch.sym_max(size, floor)
-
-
 def adaptive_avg_pool_hw(x: torch.Tensor, size: int) -> torch.Tensor:
     """``F.adaptive_avg_pool2d(x, size)`` of an NCHW map; under a dynamic-shape trace as two pooling matrices.
 
