@@ -137,8 +137,9 @@ def _gather_hw(x: torch.Tensor, h, w) -> torch.Tensor:
 
 def padded_size(size: int, block: int) -> int:
     """The smallest multiple of ``block`` that is >= ``size``."""
-    if known_true(size % block == 0):  # also for symbolic sizes that are multiples, e.g. a window of the whole map
-        return size
+    if not torch.jit.is_scripting():
+        if isinstance(size, torch.SymInt) and known_true(size % block == 0):  # a traced multiple (a grown grid)
+            return size  # stays that expression
     return ceil_div(size, block) * block
 
 
