@@ -92,15 +92,16 @@ def _load_call(model_name: str) -> str:
     return f"timm.create_model({model_name!r}, pretrained=True, pretrained_cfg_overlay=dict(file='PATH'))"
 
 
-def require_fetchable(model_name: str, pretrained_cfg: Mapping) -> None:
-    """Raise :class:`WeightsUnavailable` when ``pretrained_cfg`` has no file, url, Hub repo or state dict to load
-    (timm would fall back to random weights with a warning), quoting the cfg's notes on where the official weights
-    are and the call that loads a downloaded file."""
+def require_fetchable(model_name: str, pretrained_cfg: Mapping) -> str | None:
+    """The url a pretrained load of ``pretrained_cfg`` downloads (None when it loads a file, a Hub repo or a state
+    dict); raise :class:`WeightsUnavailable` when it has none of these (timm would fall back to random weights with
+    a warning), quoting the cfg's notes on where the official weights are and the call that loads a downloaded
+    file."""
     from timm.models._builder import _resolve_pretrained_source  # timm's own decision of what it would load
 
-    load_from, _ = _resolve_pretrained_source(dict(pretrained_cfg))
+    load_from, location = _resolve_pretrained_source(dict(pretrained_cfg))
     if load_from:
-        return
+        return location if load_from == "url" else None
     notes = " ".join(pretrained_cfg.get("notes") or ()) or "No official weights were published for it."
     raise WeightsUnavailable(
         f"{model_name}: pretrained=True has no file a program can download. {notes} Load a downloaded checkpoint "

@@ -25,10 +25,8 @@ def create_backbone(
     url = None
     if pretrained:  # refuse before building when there is nothing to download; name the link a download uses
         cfg = resolve_pretrained_cfg(variant, kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay"))
-        require_fetchable(variant, cfg.to_dict())
-        url = None if cfg.file or cfg.state_dict is not None or cfg.hf_hub_id else cfg.url
-    guard = guarded_load(variant, url)
-    with guard, torch.device(device) if device is not None else contextlib.nullcontext():
+        url = require_fetchable(variant, cfg.to_dict())
+    with guarded_load(variant, url), torch.device(device) if device is not None else contextlib.nullcontext():
         model = build_model_with_cfg(
             model_cls,
             variant,
