@@ -45,7 +45,9 @@ def test_list_shows_every_model_with_its_params(listing):
     rows = _rows(listing)
     assert set(rows) == set(ALL_MODELS)
     for name in ALL_MODELS:
-        params, gmacs, strides, tags = rows[name]
+        params, gmacs, strides, tags, paper_id = rows[name]
+        # the paper column is the one the model's pretrained cfg records (timm's Hub cards read the same field)
+        assert paper_id == timm.models.get_pretrained_cfg(name).paper_ids, name
         paper = PAPER_TABLE[name]
         # test_models.py checks model_stats against the paper with these tolerances; the table must agree too.
         if paper.checked_params:
@@ -90,6 +92,16 @@ def test_info_shows_stats_cfg_and_the_paper_row(capsys):
     assert "(3, 224, 224)" in out and "bicubic" in out and "0.875" in out
     assert "Visual-Attention-Network/VAN-Tiny-original" in out
     assert "paper's numbers" in out and "75.4" in out
+    # the paper record, as literal facts (not re-read from the record the command prints)
+    assert "Visual Attention Network (https://arxiv.org/abs/2202.09741)" in out
+    assert "https://github.com/Visual-Attention-Network/VAN-Classification (checked against commit e19779b)" in out
+    assert next(line for line in out.splitlines() if line.startswith("licence")).split()[-1] == "apache-2.0"
+
+
+def test_info_says_when_no_official_code_exists(capsys):
+    assert main(["info", "vitzoo_halonet_h0"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("official code"))
+    assert line.endswith("none released")
 
 
 @pytest.mark.parametrize("argv", [["info", "vitzo_van_b0"], ["bench", "vitzoo_van_b0", "vitzo_van_b0"]])

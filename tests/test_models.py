@@ -4,6 +4,8 @@ Cheap checks (statistics, feature metadata, config keys) run on the meta device 
 need real numbers run on the small variants by default and on all of them with ``-m slow``.
 """
 
+import re
+
 import pytest
 import timm
 import torch
@@ -401,3 +403,29 @@ def test_no_pooling_needs_no_classifier_as_in_timm(name):
         model.reset_classifier(5)
     model.reset_classifier(5, global_pool="avg")
     assert model(torch.randn(1, 3, 64, 64)).shape == (1, 5)
+
+
+def _matched_by(name: str, matcher: dict) -> bool:
+    """Whether a group_matcher dict (timm's form: regex, or a list of (regex, suffix) specs) claims ``name``."""
+    for spec in matcher.values():
+        specs = [spec] if isinstance(spec, str) else [s[0] for s in spec or ()]
+        if any(re.match(pattern, name) for pattern in specs):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("name", DEPLOY_MODELS)
+def test_group_matcher_claims_every_parameter_but_the_head_and_no_weight_decay_names_exist(name):
+    """Layer-wise LR decay (timm's ``param_groups_layer_decay``) puts an unclaimed parameter in the last group, with
+    the head: only the classifier and the final norm may be left to that group. ``no_weight_decay`` names must be
+    parameters (or their prefixes), or weight decay silently applies to them."""
+    with torch.device("meta"):
+        model = _create(name)
+    params = [k for k, _ in model.named_parameters()]
+    for coarse in (True, False):
+        matcher = model.group_matcher(coarse=coarse)
+        unclaimed = {k for k in params if not _matched_by(k, matcher)}
+        assert {k.split(".")[0] for k in unclaimed} <= {"head", "norm"}, (coarse, sorted(unclaimed)[:5])
+        assert any(k.startswith("head.") for k in unclaimed), "the classifier goes with the last group"
+    for skip in model.no_weight_decay():
+        assert any(k == skip or k.startswith(skip + ".") for k in params), f"no_weight_decay names {skip!r}"

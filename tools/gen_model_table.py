@@ -12,8 +12,12 @@ import pathlib
 import sys
 
 import timm
+from timm.models import get_arch_pretrained_cfgs
 
 import vitzoo  # noqa: F401  (registers the models)
+from vitzoo.benchmark import default_img_size
+from vitzoo.hub import weight_sources
+from vitzoo.models._papers import paper_of
 from vitzoo.paper_table import PAPER_TABLE
 from vitzoo.stats import model_stats
 
@@ -23,25 +27,43 @@ PARITY = ROOT / "benchmarks" / "results" / "official_parity.json"
 START, END = "<!-- model-table:start -->", "<!-- model-table:end -->"
 
 
+_KIND_LABELS = {"hf-hub": "Hub", "direct": "download", "page": "share page, manual"}
+
+
+def weights_cell(name: str) -> str:
+    """Each tag with official weights and how they are fetched (a share page is named in the model card)."""
+    cells = []
+    for full, cfg in get_arch_pretrained_cfgs(name).items():
+        kinds = dict.fromkeys(_KIND_LABELS[source.kind] for source in weight_sources(cfg.to_dict()) if cfg)
+        if kinds:
+            cells.append(f"{full.partition('.')[2] or 'default cfg'} ({', '.join(kinds)})")
+    return ", ".join(cells) or "-"
+
+
 def build_table() -> str:
+    """One row per model, measured at its default input size, beside the paper's numbers for that same size."""
     parity = json.loads(PARITY.read_text())["results"] if PARITY.exists() else {}
     rows = [
-        "| model | params (M) | GMACs @224 | paper params / GMACs | paper top-1 | weights | max abs diff vs official |",
-        "|---|---|---|---|---|---|---|",
+        "| model | input | params (M) | GMACs | paper params / GMACs | paper top-1 | paper | weights "
+        "| max abs diff vs official |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name in timm.list_models("vitzoo_*"):
-        stats = model_stats(name)
-        paper = PAPER_TABLE.get(name)
-        tags = [t.split(".", 1)[1] for t in timm.list_pretrained(name) if "." in t]
+        img_size = default_img_size(name)
+        stats = model_stats(name, img_size=img_size)
+        printed = PAPER_TABLE.get(name)
+        if printed is not None and printed.img_size != img_size:
+            raise ValueError(f"{name}: the paper table's numbers are for {printed.img_size}, its default is {img_size}")
+        paper = paper_of(name)
         check = parity.get(name)
-        paper_cost = f"{paper.params_m or '-'} / {paper.gmacs or '-'}" if paper else "-"
-        if paper and (paper.code_gmacs or paper.code_params):
-            paper_cost += f" (code: {paper.code_params or '-'} / {paper.code_gmacs or '-'})"
-        paper_top1 = str(paper.top1) if paper and paper.top1 else "-"
+        paper_cost = f"{printed.params_m or '-'} / {printed.gmacs or '-'}" if printed else "-"
+        if printed and (printed.code_gmacs or printed.code_params):
+            paper_cost += f" (code: {printed.code_params or '-'} / {printed.code_gmacs or '-'})"
+        paper_top1 = str(printed.top1) if printed and printed.top1 else "-"
         diff = f"{check['max_abs_diff']:.1e}" if check else "-"
         rows.append(
-            f"| `{name}` | {stats.params_m:.2f} | {stats.gmacs:.2f} | {paper_cost} | {paper_top1} "
-            f"| {', '.join(tags) or '-'} | {diff} |"
+            f"| `{name}` | {img_size} | {stats.params_m:.2f} | {stats.gmacs:.2f} | {paper_cost} | {paper_top1} "
+            f"| [{paper.paper_id}]({paper.url}) | {weights_cell(name)} | {diff} |"
         )
     return "\n".join(rows)
 

@@ -1,8 +1,9 @@
-"""The ``vitzoo`` command: list models, describe one, benchmark or export some.
+"""The ``vitzoo`` command: list models, describe one, benchmark, export or convert some.
 
-``vitzoo list [pattern]``, ``vitzoo info MODEL``, ``vitzoo bench MODEL...`` and ``vitzoo export MODEL --format F``.
-This module only parses arguments and prints; the numbers come from :mod:`vitzoo.stats`, :mod:`vitzoo.benchmark`
-and :mod:`vitzoo.export`.
+``vitzoo list [pattern]``, ``vitzoo info MODEL``, ``vitzoo bench MODEL...``, ``vitzoo export MODEL --format F`` and
+``vitzoo convert CHECKPOINT --model MODEL --out DIR``.
+This module only parses arguments and prints; the numbers come from :mod:`vitzoo.stats`, :mod:`vitzoo.benchmark`,
+:mod:`vitzoo.export` and :mod:`vitzoo.convert`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import vitzoo  # noqa: F401  (registers the vitzoo_* models with timm)
 
 from .benchmark import benchmark_model, default_img_size, environment, write_json_atomic
 from .hub import weight_sources
+from .models._papers import paper_of
 from .paper_table import PAPER_TABLE
 from .stats import ModelStats, model_stats
 
@@ -107,6 +109,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 "reductions": list(cost.reductions),
                 "channels": list(cost.channels),
                 "pretrained_tags": tags.get(name, []),
+                "paper": paper_of(name).paper_id,
             }
         )
     if args.json:
@@ -119,10 +122,15 @@ def cmd_list(args: argparse.Namespace) -> int:
             f"{r['gmacs_224']:.2f}",
             _strides(r["reductions"]),
             ",".join(r["pretrained_tags"]) or "-",
+            r["paper"],
         )
         for r in records
     ]
-    print(_format_table(["model", "params (M)", "GMACs@224", "feature strides", "pretrained tags"], rows, "lrrll"))
+    print(
+        _format_table(
+            ["model", "params (M)", "GMACs@224", "feature strides", "pretrained tags", "paper"], rows, "lrrlll"
+        )
+    )
     return 0
 
 
@@ -155,6 +163,15 @@ def cmd_info(args: argparse.Namespace) -> int:
             lines.append(("  weights", source.describe()))
         if not sources:
             lines.append(("  weights", "none published (random init only)"))
+    record = paper_of(arch)
+    lines += [
+        ("paper", f"{record.title} ({record.url})"),
+        ("licence", record.license),
+    ]
+    if record.origin_url:
+        lines.append(("official code", f"{record.origin_url} (checked against commit {record.commit})"))
+    else:
+        lines.append(("official code", "none released"))
     paper = PAPER_TABLE.get(arch)
     if paper is not None:
         lines.append(("paper's numbers (as printed)", ""))
@@ -264,6 +281,27 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import ConversionError, convert_to_hub_folder, push_folder
+
+    if not _check_names([args.model]):
+        return EXIT_USAGE
+    try:
+        result = convert_to_hub_folder(args.checkpoint, args.model, args.out, tag=args.tag, repo_id=args.push)
+        print(f"wrote {result.out} (model.safetensors, config.json, README.md)")
+        print(
+            f"  reloaded offline as hf-hub:{result.repo_id}: max abs logit difference {result.max_abs_diff:.3g} "
+            f"to the checkpoint loaded directly (logits up to {result.max_abs_logit:.3g}, input "
+            f"{'x'.join(map(str, result.input_shape))})"
+        )
+        if args.push:
+            print(f"pushed to https://huggingface.co/{args.push}: {push_folder(result.out, args.push, args.private)}")
+    except ConversionError as e:
+        print(f"vitzoo: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _int_at_least(minimum: int):
     def parse(text: str) -> int:
         value = int(text)
@@ -277,9 +315,9 @@ def _int_at_least(minimum: int):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="vitzoo", description="List vitzoo models, describe one, benchmark or export some."
+        prog="vitzoo", description="List vitzoo models, describe one, benchmark, export or convert some."
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,info,bench,export}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,info,bench,export,convert}")
 
     p = sub.add_parser("list", help="table of models: params, GMACs at 224, feature strides, pretrained tags")
     p.add_argument(
@@ -319,6 +357,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", metavar="FILE", default=None, help="weights (official or vitzoo layout)")
     p.add_argument("--out", required=True, metavar="PATH")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "convert", help="turn an official checkpoint into a timm Hugging Face Hub folder, checked by reloading it"
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="official (or vitzoo layout) checkpoint file")
+    p.add_argument("--model", required=True, help="timm model name, optionally name.tag")
+    p.add_argument("--tag", default=None, help="pretrained tag whose cfg the repo carries (default: the model's first)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write (must not exist, or be empty)")
+    p.add_argument("--push", metavar="REPO_ID", default=None, help="upload to this Hub repo (token: HF_TOKEN)")
+    p.add_argument("--private", action="store_true", help="create the pushed repo as private")
+    p.set_defaults(func=cmd_convert)
     return parser
 
 

@@ -3,12 +3,23 @@
 Counting runs on the meta device, so even the 200M-parameter variants are measured without allocating weights.
 MACs are ``torch.utils.flop_counter`` FLOPs / 2: convolutions, matmuls and attention are counted; norms,
 activations and softmax are not, which is how the papers count "FLOPs".
+
+Counting every model takes minutes, so :func:`model_stats` first reads ``_model_stats.json`` beside this file: the
+measurements :func:`write_stats_table` made, valid only while the fingerprint stored with them (a hash of every
+source file of this package and the torch / timm versions) equals the current one. Any change to the code makes
+the table stale, and then each model is measured again, as without it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import hashlib
+import json
+import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import timm
 import torch
@@ -80,6 +91,51 @@ def count_activations(model: torch.nn.Module, img_size: int | tuple[int, int] = 
     return counter.count / 1e6
 
 
+STATS_TABLE = Path(__file__).with_name("_model_stats.json")
+
+
+def source_fingerprint() -> str:
+    """Hash of this package's Python sources and the torch / timm versions: what the measurements depend on."""
+    root = Path(__file__).parent
+    digest = hashlib.sha256(f"torch {torch.__version__} timm {timm.__version__}".encode())
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _table_key(name: str, img_size: int) -> str:
+    return f"{name}@{img_size}"
+
+
+@functools.cache
+def _stats_table() -> dict[str, dict]:
+    """The stored measurements when they were made from the current sources, else nothing."""
+    try:
+        table = json.loads(STATS_TABLE.read_text())
+    except (OSError, ValueError):
+        return {}
+    return table.get("models", {}) if table.get("fingerprint") == source_fingerprint() else {}
+
+
+def _from_table(entry: dict) -> ModelStats:
+    return ModelStats(**{**entry, "reductions": tuple(entry["reductions"]), "channels": tuple(entry["channels"])})
+
+
+def write_stats_table(sizes: dict[str, tuple[int, ...]], path: Path = STATS_TABLE) -> None:
+    """Measure each model at each of its sizes (activations included) and store the table with the fingerprint."""
+    models = {}
+    for name, name_sizes in sorted(sizes.items()):
+        for size in sorted(set(name_sizes)):
+            models[_table_key(name, size)] = dataclasses.asdict(_model_stats(name, size, True, ()))
+    text = json.dumps({"fingerprint": source_fingerprint(), "models": models}, indent=1) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    _stats_table.cache_clear()
+
+
 def model_stats(name: str, img_size: int = 224, activations: bool = True, **kwargs) -> ModelStats:
     """Build ``name`` on the meta device and measure it; ``activations=False`` skips that (second) traced pass.
 
@@ -87,6 +143,11 @@ def model_stats(name: str, img_size: int = 224, activations: bool = True, **kwar
     and JSON listings, the doc generators and the tests ask for the same models several times. The cache key is
     normalised, so ``model_stats(n)`` and ``model_stats(n, img_size=224)`` share one entry.
     """
+    if not kwargs:
+        stored = _stats_table().get(_table_key(name, img_size))
+        if stored is not None:
+            found = _from_table(stored)
+            return found if activations else dataclasses.replace(found, activations_m=None)
     return _model_stats(name, img_size, activations, tuple(sorted(kwargs.items())))
 
 

@@ -11,7 +11,7 @@ import math
 
 import torch
 import torch.nn as nn
-from timm.layers import register_notrace_function, trunc_normal_
+from timm.layers import calculate_drop_path_rates, register_notrace_function, trunc_normal_
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 
@@ -109,17 +109,9 @@ def stage_sizes(img_size: int | tuple[int, int], num_stages: int = 4) -> list[tu
 
 
 def drop_path_rates(rate: float, depths: tuple[int, ...] | list[int]) -> list[list[float]]:
-    """Stochastic-depth rate per block, rising linearly from 0 to ``rate`` over all blocks, split per stage.
-
-    Plain Python rather than ``torch.linspace`` so that models can be built on the meta device.
-    """
-    total = sum(depths)
-    flat = [rate * i / (total - 1) if total > 1 else 0.0 for i in range(total)]
-    out, start = [], 0
-    for depth in depths:
-        out.append(flat[start : start + depth])
-        start += depth
-    return out
+    """Stochastic-depth rate per block, rising linearly from 0 to ``rate`` over all blocks, split per stage
+    (timm's schedule, ``torch.linspace`` on the CPU as the official code computes it, so meta-device builds work)."""
+    return calculate_drop_path_rates(rate, list(depths), stagewise=True)
 
 
 POOLS = ("avg", "")  # the hierarchical backbones' global_pool choices

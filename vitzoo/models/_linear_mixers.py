@@ -26,14 +26,9 @@ from ..layers.global_attn import (
     resize_positional_encoding,
 )
 from ._factory import imagenet_cfg
+from ._papers import PAPERS
 
 MIXERS = ("agent", "inline", "flatten")
-PAPERS = dict(agent="arXiv:2312.08874", inline="arXiv:2412.06590", flatten="arXiv:2308.00442")
-REPOS = dict(
-    agent="https://github.com/LeapLabTHU/Agent-Attention",
-    inline="https://github.com/LeapLabTHU/InLine",
-    flatten="https://github.com/LeapLabTHU/FLatten-Transformer",
-)
 NEW_LETTERS, SOFTMAX_LETTERS = "AIL", "BS"
 
 
@@ -241,9 +236,7 @@ def linear_cfg(mixer: str, first_conv: str, **kwargs) -> dict:
     The official evaluation (Swin's training code in all three repositories) resizes to 256/224 of the input size
     and centre-crops: crop 0.875, bicubic, ImageNet mean and std, which is :func:`imagenet_cfg`'s default.
     """
-    return imagenet_cfg(
-        first_conv=first_conv, license="mit", paper_ids=PAPERS[mixer], origin_url=REPOS[mixer], **kwargs
-    )
+    return imagenet_cfg(first_conv=first_conv, **PAPERS[mixer].cfg_fields(), **kwargs)
 
 
 def linear_default_cfgs(cfgs: dict[str, dict]) -> dict:

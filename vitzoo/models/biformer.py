@@ -29,6 +29,7 @@ from ..layers import LePE
 from ..ops import region_routed_attention, window_attention
 from ._contract import DownsampleStage, HierarchicalBackbone, drop_path_rates
 from ._factory import create_backbone, imagenet_cfg
+from ._papers import PAPERS
 
 __all__ = ["BiFormer"]
 
@@ -176,9 +177,7 @@ def _cfg(**kwargs) -> dict:
     # variants override these (dict merge: a repeated keyword would be an error)
     family = dict(
         first_conv="stages.0.downsample.0",
-        license="mit",
-        paper_ids="arXiv:2303.08810",
-        origin_url="https://github.com/rayleizhu/BiFormer",
+        **PAPERS["biformer"].cfg_fields(),
     )
     return imagenet_cfg(**{**family, **kwargs})
 

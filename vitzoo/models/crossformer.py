@@ -49,6 +49,7 @@ from ..layers.dpb import DynamicPosBias
 from ..ops import known_true, padded_size, window_attention
 from ._contract import DownsampleStage, HierarchicalBackbone, drop_path_rates, side_beyond
 from ._factory import create_backbone, imagenet_cfg
+from ._papers import PAPERS
 
 __all__ = ["CrossFormer"]
 
@@ -276,9 +277,7 @@ def _cfg(**kwargs) -> dict:
     # variants override these (dict merge: a repeated keyword would be an error)
     family = dict(
         first_conv="stem.projs.0",
-        license="mit",
-        paper_ids="arXiv:2108.00154",
-        origin_url="https://github.com/cheerss/CrossFormer",
+        **PAPERS["crossformer"].cfg_fields(),
     )
     return imagenet_cfg(**{**family, **kwargs})
 
@@ -297,7 +296,7 @@ def _baidu_note(share: str) -> tuple[str, ...]:
     )
 
 
-_PP = dict(paper_ids="arXiv:2303.06908")  # CrossFormer++ (TPAMI 2023), main branch of the same repository
+_PP = PAPERS["crossformer_pp"].cfg_fields()  # CrossFormer++ (TPAMI 2023), main branch of the same repository
 
 default_cfgs = generate_default_cfgs(
     {

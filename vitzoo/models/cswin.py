@@ -37,6 +37,7 @@ from ..layers import LePE
 from ..ops import crop_hw, known_true, padded_size, size_min, window_attention
 from ._contract import DownsampleStage, HierarchicalBackbone, drop_path_rates
 from ._factory import create_backbone, imagenet_cfg
+from ._papers import PAPERS
 
 __all__ = ["CSWinTransformer"]
 
@@ -237,9 +238,7 @@ def _cfg(**kwargs) -> dict:
     family = dict(
         crop_pct=0.9,
         first_conv="stages.0.downsample.conv",
-        license="mit",
-        paper_ids="arXiv:2107.00652",
-        origin_url="https://github.com/microsoft/CSWin-Transformer",
+        **PAPERS["cswin"].cfg_fields(),
     )
     return imagenet_cfg(**{**family, **kwargs})
 

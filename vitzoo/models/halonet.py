@@ -35,6 +35,7 @@ from ..hub import convert_checkpoint
 from ..ops import halo_attention
 from ._contract import DownsampleStage, HierarchicalBackbone, drop_path_rates
 from ._factory import create_backbone, imagenet_cfg
+from ._papers import PAPERS
 
 __all__ = ["HaloNet"]
 
@@ -228,8 +229,7 @@ def _cfg(img_size: int, **kwargs) -> dict:
         pool_size=(img_size // 32, img_size // 32),
         crop_pct=0.95,
         first_conv="stem.conv.conv",
-        license="apache-2.0",
-        paper_ids="arXiv:2103.12731",
+        **PAPERS["halonet"].cfg_fields(),
         **kwargs,
     )
 

@@ -37,6 +37,7 @@ from ..layers.rope import apply_rope, rope_2d_tables
 from ..ops import magnitude_aware_linear_attention
 from ._contract import DownsampleStage, HierarchicalBackbone, drop_path_rates
 from ._factory import create_backbone, imagenet_cfg
+from ._papers import PAPERS
 
 __all__ = ["MAViT"]
 
@@ -201,10 +202,7 @@ def _create_mala(variant: str, pretrained: bool = False, **kwargs) -> MAViT:
 
 
 def _cfg(**kwargs) -> dict:
-    return imagenet_cfg(
-        first_conv="stem.0", license="unknown", paper_ids="arXiv:2507.00698", origin_url="https://github.com/qhfan/MALA",
-        **kwargs,
-    )  # fmt: skip
+    return imagenet_cfg(first_conv="stem.0", **PAPERS["mala"].cfg_fields(), **kwargs)
 
 
 # the official README points to a Hub repo without naming the file of each variant, so no cfg carries a url

@@ -24,6 +24,7 @@ from ..hub import convert_checkpoint
 from ..layers import VaryingSizeWindowAttention, swin_downsample
 from ._contract import DownsampleStage, HierarchicalBackbone, drop_path_rates
 from ._factory import create_backbone, imagenet_cfg
+from ._papers import PAPERS
 
 __all__ = ["SwinVSA"]
 
@@ -95,7 +96,7 @@ def _create_swin_vsa(variant: str, pretrained: bool = False, **kwargs) -> SwinVS
 def _cfg(**kwargs) -> dict:
     # Swin's evaluation transform (crop 0.9, bicubic)
     return imagenet_cfg(
-        crop_pct=0.9, first_conv="stages.0.downsample.proj", license="mit", paper_ids="arXiv:2204.08446", **kwargs
+        crop_pct=0.9, first_conv="stages.0.downsample.proj", **PAPERS["swin_vsa"].cfg_fields(), **kwargs
     )
 
 

@@ -28,6 +28,7 @@ from timm.models._manipulate import checkpoint_seq
 from ..hub import convert_checkpoint
 from ._contract import HierarchicalBackbone, drop_path_rates
 from ._factory import create_backbone, imagenet_cfg
+from ._papers import PAPERS
 
 __all__ = ["VAN"]
 
@@ -206,9 +207,7 @@ def _cfg(**kwargs) -> dict:
     # variants override these (dict merge: a repeated keyword would be an error)
     family = dict(
         first_conv="stages.0.downsample.proj",
-        license="apache-2.0",
-        paper_ids="arXiv:2202.09741",
-        origin_url="https://github.com/Visual-Attention-Network/VAN-Classification",
+        **PAPERS["van"].cfg_fields(),
     )
     return imagenet_cfg(**{**family, **kwargs})
 

@@ -38,6 +38,7 @@ from ..layers import VaryingSizeWindowAttention
 from ..ops import padded_size
 from ._contract import DownsampleStage, HierarchicalBackbone, drop_path_rates
 from ._factory import create_backbone, imagenet_cfg
+from ._papers import PAPERS
 
 __all__ = ["ViTAEv2VSA"]
 
@@ -235,9 +236,7 @@ def _cfg(**kwargs) -> dict:
     family = dict(
         crop_pct=0.9,
         first_conv="stages.0.downsample.PRM.convs.0.0",
-        license="mit",
-        paper_ids="arXiv:2204.08446",
-        origin_url="https://github.com/ViTAE-Transformer/ViTAE-VSA",
+        **PAPERS["vitaev2_vsa"].cfg_fields(),
     )
     return imagenet_cfg(**{**family, **kwargs})
 
