@@ -429,3 +429,26 @@ def test_group_matcher_claims_every_parameter_but_the_head_and_no_weight_decay_n
         assert any(k.startswith("head.") for k in unclaimed), "the classifier goes with the last group"
     for skip in model.no_weight_decay():
         assert any(k == skip or k.startswith(skip + ".") for k in params), f"no_weight_decay names {skip!r}"
+
+
+def test_a_backbone_that_leaves_out_part_of_the_contract_is_named_with_what_is_missing():
+    from vitzoo.models._contract import HierarchicalBackbone
+
+    class Incomplete(HierarchicalBackbone):
+        def __init__(self):
+            super().__init__(num_classes=10, in_chans=3, global_pool="avg", drop_rate=0.0)
+            self.stem = nn.Conv2d(3, 8, 4, 4)
+            self.stages = nn.Sequential(nn.Identity())
+            self.feature_info = [dict(num_chs=8, reduction=4, module="stages.0")]
+            self.build_head(8)  # no final norm
+
+    with pytest.raises(
+        TypeError, match=r"Incomplete does not complete the HierarchicalBackbone contract: .*\['norm'\]"
+    ):
+        Incomplete().check_contract()
+    model = Incomplete()
+    model.norm = nn.Identity()
+    model.check_contract()
+    model.stages.append(nn.Identity())
+    with pytest.raises(TypeError, match="2 stages but 1 feature_info entries"):
+        model.check_contract()

@@ -117,22 +117,43 @@ def drop_path_rates(rate: float, depths: tuple[int, ...] | list[int]) -> list[li
 POOLS = ("avg", "")  # the hierarchical backbones' global_pool choices
 
 
-class HierarchicalBackbone(nn.Module):
-    """Base class: feature maps are NCHW with total stride 32 after four stages."""
+class BackboneBase(nn.Module):
+    """What every vitzoo model shares with timm's: classifier settings, the input check, the head and its reset.
+
+    A subclass's ``__init__`` calls ``super().__init__(num_classes, in_chans, global_pool, drop_rate)``, builds its
+    layers, sets the attributes named in ``REQUIRED`` (``feature_info``: one dict per feature map, with ``num_chs``,
+    ``reduction`` and ``module``; ``norm``: the final norm) and calls :meth:`build_head`. ``POOLS`` lists the
+    ``global_pool`` values its ``forward_head`` implements. :func:`~vitzoo.models._factory.create_backbone` checks
+    the contract once, on every model it builds (:meth:`check_contract`).
+    """
 
     min_input_size = 32  # below one token at the last stage the model has nothing to attend to
+    POOLS: tuple[str, ...] = POOLS
+    REQUIRED: tuple[str, ...] = ("feature_info", "norm", "num_features", "head", "head_drop")
 
     def __init__(self, num_classes: int, in_chans: int, global_pool: str, drop_rate: float):
         super().__init__()
-        check_pool(global_pool, num_classes, POOLS)
         # instance copies: TorchScript reads module attributes, not class names or class attributes
         self.model_name = type(self).__name__
         self.min_input_size = type(self).min_input_size
         self.num_classes = num_classes
         self.in_chans = in_chans
-        self.global_pool = global_pool
+        self.global_pool = check_pool(global_pool, num_classes, type(self).POOLS)
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
+
+    @torch.jit.ignore
+    def check_contract(self) -> None:
+        """Raise a TypeError naming what a subclass's ``__init__`` left out of the contract (see the class doc)."""
+        missing = [name for name in type(self).REQUIRED if not hasattr(self, name)]
+        if missing:
+            raise TypeError(
+                f"{type(self).__name__} does not complete the {type(self).__mro__[1].__name__} contract: its "
+                f"__init__ must set {missing} ({', '.join(type(self).REQUIRED)}; build_head() sets the head)"
+            )
+        bad = [i for i, f in enumerate(self.feature_info) if not {"num_chs", "reduction", "module"} <= set(f)]
+        if bad:
+            raise TypeError(f"{type(self).__name__}.feature_info entries {bad} need num_chs, reduction and module")
 
     # --- input checks ------------------------------------------------------------------------------------------
     def check_input(self, x: torch.Tensor) -> None:
@@ -159,21 +180,12 @@ class HierarchicalBackbone(nn.Module):
         return set()
 
     @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict:
-        return dict(stem=r"^stem", blocks=r"^stages\.(\d+)" if coarse else [(r"^stages\.(\d+)", None)])
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.global_pool = check_pool(self.global_pool if global_pool is None else global_pool, num_classes, POOLS)
+        pool = self.global_pool if global_pool is None else global_pool
+        self.global_pool = check_pool(pool, num_classes, type(self).POOLS)
         self.num_classes = num_classes
         self.head = self.new_head(num_classes)
 
@@ -185,6 +197,35 @@ class HierarchicalBackbone(nn.Module):
         like = next(self.parameters())
         head = nn.Linear(self.num_features, num_classes, device=like.device, dtype=like.dtype)
         return head.train(self.training)
+
+
+class HierarchicalBackbone(BackboneBase):
+    """Base class of the four-stage models: feature maps are NCHW with total stride 32 after four stages.
+
+    Besides :class:`BackboneBase`'s attributes, ``__init__`` sets ``stem`` (image to the first stage's input) and
+    ``stages`` (an ``nn.Sequential`` of stages, each with a ``grad_checkpointing`` flag), one ``feature_info`` entry
+    per stage. Everything else (forward, features, intermediates, pruning, grouping) is implemented here.
+    """
+
+    REQUIRED = BackboneBase.REQUIRED + ("stem", "stages")
+
+    @torch.jit.ignore
+    def check_contract(self) -> None:
+        super().check_contract()
+        if len(self.feature_info) != len(self.stages):
+            raise TypeError(
+                f"{type(self).__name__} has {len(self.stages)} stages but {len(self.feature_info)} feature_info entries"
+            )
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        return dict(stem=r"^stem", blocks=r"^stages\.(\d+)" if coarse else [(r"^stages\.(\d+)", None)])
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
 
     def forward_intermediates(
         self,

@@ -12,6 +12,7 @@ from timm.models import build_model_with_cfg
 from timm.models._builder import resolve_pretrained_cfg
 
 from ..hub import guarded_load, require_fetchable
+from ._contract import BackboneBase
 
 
 def create_backbone(
@@ -35,6 +36,10 @@ def create_backbone(
             feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
             **kwargs,
         )
+    # the model itself, or the one timm's features_only wrapper holds
+    backbone = model if isinstance(model, BackboneBase) else getattr(model, "model", None)
+    if isinstance(backbone, BackboneBase):
+        backbone.check_contract()
     return model if dtype is None else model.to(dtype)
 
 

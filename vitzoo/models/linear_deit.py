@@ -28,7 +28,7 @@ from timm.models._features import feature_take_indices
 from timm.models.vision_transformer import Block
 
 from ..hub import convert_checkpoint
-from ._contract import HierarchicalBackbone, check_image_batch, check_pool, drop_path_rates
+from ._contract import BackboneBase, check_image_batch, drop_path_rates
 from ._factory import create_backbone
 from ._linear_mixers import (
     GlobalMixerBlock,
@@ -40,8 +40,6 @@ from ._linear_mixers import (
 )
 
 __all__ = ["LinearDeiT"]
-
-POOLS = ("token", "avg", "")
 
 
 def resample_pos_embed(pos_embed: torch.Tensor, size: tuple[int, int], old_size: tuple[int, int]) -> torch.Tensor:
@@ -57,10 +55,11 @@ def checkpoint_block(block: nn.Module, x: torch.Tensor, size: tuple[int, int]) -
     return torch.utils.checkpoint.checkpoint(fn, x, use_reentrant=False)
 
 
-class LinearDeiT(HierarchicalBackbone):
+class LinearDeiT(BackboneBase):
     """DeiT with a global linear-cost mixer in its first ``mixer_depth`` blocks, with timm's ViT contract."""
 
     min_input_size = 16
+    POOLS = ("token", "avg", "")
 
     def __init__(
         self,
@@ -79,8 +78,7 @@ class LinearDeiT(HierarchicalBackbone):
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
     ):
-        super().__init__(num_classes, in_chans, "avg", drop_rate)
-        self.global_pool = check_pool(global_pool, num_classes, POOLS)
+        super().__init__(num_classes, in_chans, global_pool, drop_rate)
         self.min_input_size = patch_size
         h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
         self.grid_size = (math.ceil(h / patch_size), math.ceil(w / patch_size))
@@ -126,11 +124,6 @@ class LinearDeiT(HierarchicalBackbone):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
 
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.global_pool = check_pool(self.global_pool if global_pool is None else global_pool, num_classes, POOLS)
-        self.num_classes = num_classes
-        self.head = self.new_head(num_classes)
-
     def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         # check_input's call, made here so that torch.fx finds the notrace check in this module's globals
         check_image_batch(x, self.in_chans, self.min_input_size, self.model_name)
@@ -157,8 +150,8 @@ class LinearDeiT(HierarchicalBackbone):
         return self.norm(x)  # B, 1 + h*w, C
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # HierarchicalBackbone's, defined again here because torch.fx wraps notrace functions (the input check, the
-        # position embedding resample) only where they are looked up in the globals of a traced forward's module
+        # defined in this module because torch.fx wraps notrace functions (the input check, the position embedding
+        # resample) only where they are looked up in the globals of a traced forward's module
         return self.forward_head(self.forward_features(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
