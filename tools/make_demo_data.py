@@ -84,24 +84,29 @@ ADE20K_WALL, ADE20K_SKY, ADE20K_FLOOR, ADE20K_GRASS = 1, 3, 4, 10
 ADE20K_LABELS = {"triangle": 5, "cross": 13, "square": 42, "circle": 120, "ring": 143}
 
 COCO_CATEGORY_IDS = {"cross": 1, "circle": 37, "triangle": 59, "ring": 60, "square": 72}
-# the 80 COCO categories in id order, with their real (gapped) ids
-_COCO_NAMES = (
-    "person,bicycle,car,motorcycle,airplane,bus,train,truck,boat,traffic light,fire hydrant,stop sign,"
-    "parking meter,bench,bird,cat,dog,horse,sheep,cow,elephant,bear,zebra,giraffe,backpack,umbrella,handbag,tie,"
-    "suitcase,frisbee,skis,snowboard,sports ball,kite,baseball bat,baseball glove,skateboard,surfboard,"
-    "tennis racket,bottle,wine glass,cup,fork,knife,spoon,bowl,banana,apple,sandwich,orange,broccoli,carrot,"
-    "hot dog,pizza,donut,cake,chair,couch,potted plant,bed,dining table,toilet,tv,laptop,mouse,remote,keyboard,"
-    "cell phone,microwave,oven,toaster,sink,refrigerator,book,clock,vase,scissors,teddy bear,hair drier,toothbrush"
-).split(",")
+# the ids of the 80 COCO categories in mmdet's class order (the real ids have gaps)
 _COCO_IDS = [i for i in range(1, 91) if i not in (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)]
 _COCO_SUPER = [
     (1, "person"), (9, "vehicle"), (15, "outdoor"), (24, "animal"), (32, "accessory"), (42, "sports"),
     (52, "kitchen"), (62, "food"), (72, "furniture"), (78, "electronic"), (84, "appliance"), (91, "indoor"),
 ]  # fmt: skip
-COCO_CATEGORIES = [
-    {"supercategory": next(s for start, s in reversed(_COCO_SUPER) if cid >= start), "id": cid, "name": name}
-    for cid, name in zip(_COCO_IDS, _COCO_NAMES)
-]
+
+
+@lru_cache(maxsize=1)
+def coco_categories() -> list[dict]:
+    """The COCO ``categories`` records, named by mmdet's own class list (imported only when COCO is built)."""
+    from vitzoo.mm.mmcv_compat import install
+
+    install()  # mmdet.datasets imports mmcv.ops, which needs an mmcv._ext
+    from mmdet.datasets import CocoDataset
+
+    # the names CocoDataset looks the category ids up by (mmdet's evaluation list spells them with underscores)
+    names = CocoDataset.METAINFO["classes"]
+    return [
+        {"supercategory": next(s for start, s in reversed(_COCO_SUPER) if cid >= start), "id": cid, "name": name}
+        for cid, name in zip(_COCO_IDS, names, strict=True)
+    ]
+
 
 # image counts at scale 1.0: ImageNet per class, the others per split
 _COUNTS = {"imagenet": (40, 10), "ade20k": (160, 40), "coco": (120, 30)}
@@ -426,7 +431,7 @@ def _build_coco(root: Path, seed: int, scale: float) -> dict[str, int]:
             "licenses": [],
             "images": images,
             "annotations": annotations,
-            "categories": COCO_CATEGORIES,
+            "categories": coco_categories(),
         }
         (root / "annotations" / f"instances_{split}2017.json").write_text(json.dumps(data, separators=(",", ":")))
     return counts

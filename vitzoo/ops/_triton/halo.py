@@ -18,9 +18,8 @@ import triton
 import triton.language as tl
 
 from . import TileConfig, head_block, launch, tile_for
-from .tiles import finish_softmax, load_rows, online_softmax_step, softmax_backward
+from .tiles import LOG2E, finish_softmax, load_rows, online_softmax_step, softmax_backward
 
-LOG2E = 1.4426950408889634
 # map sizes and counts are not specialised on (== 1, multiple of 16): one compiled kernel serves every map size
 DREL_SLOTS = 16  # partial copies of the relative-table gradients, to spread the atomics of a launch
 
@@ -70,14 +69,16 @@ def halo_logits(q, kk, qh, qw, ky, kx, qy, qx, attend, stride, halo, win, scale_
         rows_w = kx[None, :] - (stride * qx[:, None] + halo) + win - 1
         rows_h = tl.minimum(tl.maximum(rows_h, 0), BLOCK_R - 1)  # keys beyond the window: any row, masked below
         rows_w = tl.minimum(tl.maximum(rows_w, 0), BLOCK_R - 1)
-        s += (tl.gather(qh, rows_h, axis=1) + tl.gather(qw, rows_w, axis=1)) * 1.4426950408889634
+        s += (tl.gather(qh, rows_h, axis=1) + tl.gather(qw, rows_w, axis=1)) * LOG2E
     return tl.where(attend[None, :], s, float("-inf"))
 
 
 @triton.jit(do_not_specialize=SHAPE_ARGS)
 def halo_fwd_kernel(
     Q, K, V, REL_H, REL_W, OUT, LSE,
-    sq_b, sq_h, sq_w, sq_n, sk_b, sk_h, sk_w, sk_n, sv_b, sv_h, sv_w, sv_n, so_b, so_h, so_w, so_n,
+    stride_q_batch, stride_q_row, stride_q_col, stride_q_head, stride_k_batch, stride_k_row, stride_k_col,
+    stride_k_head, stride_v_batch, stride_v_row, stride_v_col, stride_v_head, stride_o_batch, stride_o_row,
+    stride_o_col, stride_o_head,
     rel_head_stride, heads, H, W, HQ, WQ, block, halo, stride, bq, blocks_per_row, D, DV, R, scale_log2,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     BLOCK_R: tl.constexpr, HAS_REL: tl.constexpr, MASK_PADDING: tl.constexpr, PRECISION: tl.constexpr,
@@ -99,7 +100,9 @@ def halo_fwd_kernel(
     q_row = block_row * bq + qy
     q_col = block_col * bq + qx
     q_ok = (offs_m < bq * bq) & (q_row < HQ) & (q_col < WQ)
-    q = load_rows(Q, b * sq_b + q_row * sq_h + q_col * sq_w + head * sq_n, offs_d, q_ok, D)
+    q = load_rows(
+        Q, b * stride_q_batch + q_row * stride_q_row + q_col * stride_q_col + head * stride_q_head, offs_d, q_ok, D
+    )
     qh = tl.zeros([BLOCK_M, BLOCK_R], tl.float32)
     qw = tl.zeros([BLOCK_M, BLOCK_R], tl.float32)
     if HAS_REL:
@@ -119,14 +122,33 @@ def halo_fwd_kernel(
         ky, kx, k_row, k_col, inside, attend = halo_keys(
             block_row, block_col, offs_n, win, block, halo, H, W, MASK_PADDING
         )
-        kk = load_rows(K, b * sk_b + k_row * sk_h + k_col * sk_w + head * sk_n, offs_d, inside, D)
-        vv = load_rows(V, b * sv_b + k_row * sv_h + k_col * sv_w + head * sv_n, offs_dv, inside, DV)
+        kk = load_rows(
+            K,
+            b * stride_k_batch + k_row * stride_k_row + k_col * stride_k_col + head * stride_k_head,
+            offs_d,
+            inside,
+            D,
+        )
+        vv = load_rows(
+            V,
+            b * stride_v_batch + k_row * stride_v_row + k_col * stride_v_col + head * stride_v_head,
+            offs_dv,
+            inside,
+            DV,
+        )
         s = halo_logits(q, kk, qh, qw, ky, kx, qy, qx, attend, stride, halo, win, scale_log2, PRECISION, HAS_REL,
                         BLOCK_R)  # fmt: skip
         m_i, l_i, acc = online_softmax_step(s, m_i, l_i, acc, vv, PRECISION)
 
     out, lse = finish_softmax(acc, m_i, l_i)
-    o_ptr = OUT + b * so_b + q_row[:, None] * so_h + q_col[:, None] * so_w + head * so_n + offs_dv[None, :]
+    o_ptr = (
+        OUT
+        + b * stride_o_batch
+        + q_row[:, None] * stride_o_row
+        + q_col[:, None] * stride_o_col
+        + head * stride_o_head
+        + offs_dv[None, :]
+    )
     tl.store(o_ptr, out.to(OUT.dtype.element_ty), mask=q_ok[:, None] & (offs_dv[None, :] < DV))
     tl.store(LSE + ((b * HQ + q_row) * WQ + q_col) * heads + head, lse, mask=q_ok)
 
@@ -134,7 +156,9 @@ def halo_fwd_kernel(
 @triton.jit(do_not_specialize=SHAPE_ARGS)
 def halo_bwd_kernel(
     Q, K, V, DO, REL_H, REL_W, LSE, DELTA, DQ, DK, DV_OUT, DREL_H, DREL_W,
-    sq_b, sq_h, sq_w, sq_n, sk_b, sk_h, sk_w, sk_n, sv_b, sv_h, sv_w, sv_n, sdo_b, sdo_h, sdo_w, sdo_n,
+    stride_q_batch, stride_q_row, stride_q_col, stride_q_head, stride_k_batch, stride_k_row, stride_k_col,
+    stride_k_head, stride_v_batch, stride_v_row, stride_v_col, stride_v_head, stride_do_batch, stride_do_row,
+    stride_do_col, stride_do_head,
     rel_head_stride, drel_slots, drel_slot_stride, heads, H, W, HQ, WQ, block, halo, stride, bq, blocks_per_row,
     D, DV, R, scale, scale_log2,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
@@ -161,8 +185,16 @@ def halo_bwd_kernel(
     q_row = block_row * bq + qy
     q_col = block_col * bq + qx
     q_ok = (offs_m < bq * bq) & (q_row < HQ) & (q_col < WQ)
-    q = load_rows(Q, b * sq_b + q_row * sq_h + q_col * sq_w + head * sq_n, offs_d, q_ok, D)
-    do = load_rows(DO, b * sdo_b + q_row * sdo_h + q_col * sdo_w + head * sdo_n, offs_dv, q_ok, DV)
+    q = load_rows(
+        Q, b * stride_q_batch + q_row * stride_q_row + q_col * stride_q_col + head * stride_q_head, offs_d, q_ok, D
+    )
+    do = load_rows(
+        DO,
+        b * stride_do_batch + q_row * stride_do_row + q_col * stride_do_col + head * stride_do_head,
+        offs_dv,
+        q_ok,
+        DV,
+    )
     stat_off = ((b * HQ + q_row) * WQ + q_col) * heads + head
     lse = tl.load(LSE + stat_off, mask=q_ok, other=float("inf"))  # padded queries get p = 0
     delta = tl.load(DELTA + stat_off, mask=q_ok, other=0.0)
@@ -189,8 +221,20 @@ def halo_bwd_kernel(
         ky, kx, k_row, k_col, inside, attend = halo_keys(
             block_row, block_col, offs_n, win, block, halo, H, W, MASK_PADDING
         )
-        kk = load_rows(K, b * sk_b + k_row * sk_h + k_col * sk_w + head * sk_n, offs_d, inside, D)
-        vv = load_rows(V, b * sv_b + k_row * sv_h + k_col * sv_w + head * sv_n, offs_dv, inside, DV)
+        kk = load_rows(
+            K,
+            b * stride_k_batch + k_row * stride_k_row + k_col * stride_k_col + head * stride_k_head,
+            offs_d,
+            inside,
+            D,
+        )
+        vv = load_rows(
+            V,
+            b * stride_v_batch + k_row * stride_v_row + k_col * stride_v_col + head * stride_v_head,
+            offs_dv,
+            inside,
+            DV,
+        )
         s = halo_logits(q, kk, qh, qw, ky, kx, qy, qx, attend, stride, halo, win, scale_log2, PRECISION, HAS_REL,
                         BLOCK_R)  # fmt: skip
         p, ds = softmax_backward(s, lse, delta, do, vv, PRECISION)
@@ -287,7 +331,8 @@ def launch_forward(q, k, v, geometry, rel, scale, mask_padding, out, lse, precis
     launch(halo_fwd_kernel, lambda meta: (triton.cdiv(bq * bq, meta["BLOCK_M"]), nbh * nbw, b * heads),
         q, k, v, rel_h, rel_w, out, lse,
         *q.stride()[:4], *k.stride()[:4], *v.stride()[:4], *out.stride()[:4],
-        head_stride, heads, h, w, hq, wq, block, halo, stride, bq, nbw, d, v.shape[-1], rows, scale * LOG2E, **flags,
+        head_stride, heads, h, w, hq, wq, block, halo, stride, bq, nbw, d, v.shape[-1], rows, scale * LOG2E.value,
+        **flags,
     )  # fmt: skip
 
 
@@ -311,7 +356,7 @@ def launch_backward(do, q, k, v, geometry, rel, lse, delta, scale, mask_padding,
             q, k, v, do, rel_h, rel_w, lse, delta, *grads,
             *q.stride()[:4], *k.stride()[:4], *v.stride()[:4], *do.stride()[:4],
             head_stride, DREL_SLOTS, drel_slot_stride, heads, h, w, hq, wq, block, halo, stride, bq, nbw, d,
-            v.shape[-1], rows, scale, scale * LOG2E,
+            v.shape[-1], rows, scale, scale * LOG2E.value,
             BLOCK_WIN=max(16, triton.next_power_of_2(win)), QUERY_GRADS=query_pass, KEY_GRADS=not query_pass,
             zeroed=zeroed, **flags,
         )  # fmt: skip

@@ -16,9 +16,8 @@ import triton
 import triton.language as tl
 
 from . import TileConfig, head_block, launch, tile_for
-from .tiles import finish_softmax, load_rows, online_softmax_step, softmax_backward
+from .tiles import LOG2E, finish_softmax, load_rows, online_softmax_step, softmax_backward
 
-LOG2E = 1.4426950408889634
 # map sizes and counts are not specialised on (== 1, multiple of 16): one compiled kernel serves every map size
 SHAPE_ARGS = ["heads", "H", "W", "num_regions", "rh", "rw", "topk", "D", "DV"]
 
@@ -50,18 +49,18 @@ def routed_fwd_kernel(
     INDEX,
     OUT,
     LSE,
-    sq_b,
-    sq_h,
-    sq_w,
-    sk_b,
-    sk_h,
-    sk_w,
-    sv_b,
-    sv_h,
-    sv_w,
-    so_b,
-    so_h,
-    so_w,
+    stride_q_batch,
+    stride_q_row,
+    stride_q_col,
+    stride_k_batch,
+    stride_k_row,
+    stride_k_col,
+    stride_v_batch,
+    stride_v_row,
+    stride_v_col,
+    stride_o_batch,
+    stride_o_row,
+    stride_o_col,
     heads,
     H,
     W,
@@ -91,7 +90,7 @@ def routed_fwd_kernel(
     offs_dv = tl.arange(0, BLOCK_DV)
     q_row, q_col = region_coords(region, offs_m, num_regions, rh, rw)
     q_ok = (offs_m < tokens) & (q_row < H) & (q_col < W)
-    q = load_rows(Q, b * sq_b + q_row * sq_h + q_col * sq_w + head * D, offs_d, q_ok, D)
+    q = load_rows(Q, b * stride_q_batch + q_row * stride_q_row + q_col * stride_q_col + head * D, offs_d, q_ok, D)
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
@@ -99,14 +98,23 @@ def routed_fwd_kernel(
     for start_n in range(0, topk * tokens, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         k_row, k_col, k_ok = selected_keys(INDEX, b, region, offs_n, n_regions, topk, tokens, num_regions, rh, rw, H, W)
-        kk = load_rows(K, b * sk_b + k_row * sk_h + k_col * sk_w + head * D, offs_d, k_ok, D)
-        vv = load_rows(V, b * sv_b + k_row * sv_h + k_col * sv_w + head * DV, offs_dv, k_ok, DV)
+        kk = load_rows(K, b * stride_k_batch + k_row * stride_k_row + k_col * stride_k_col + head * D, offs_d, k_ok, D)
+        vv = load_rows(
+            V, b * stride_v_batch + k_row * stride_v_row + k_col * stride_v_col + head * DV, offs_dv, k_ok, DV
+        )
         s = tl.dot(q, tl.trans(kk), input_precision=PRECISION) * scale_log2
         s = tl.where(k_ok[None, :], s, float("-inf"))
         m_i, l_i, acc = online_softmax_step(s, m_i, l_i, acc, vv, PRECISION)
 
     out, lse = finish_softmax(acc, m_i, l_i)
-    o_ptr = OUT + b * so_b + q_row[:, None] * so_h + q_col[:, None] * so_w + head * DV + offs_dv[None, :]
+    o_ptr = (
+        OUT
+        + b * stride_o_batch
+        + q_row[:, None] * stride_o_row
+        + q_col[:, None] * stride_o_col
+        + head * DV
+        + offs_dv[None, :]
+    )
     tl.store(o_ptr, out.to(OUT.dtype.element_ty), mask=q_ok[:, None] & (offs_dv[None, :] < DV))
     tl.store(LSE + ((b * H + q_row) * W + q_col) * heads + head, lse, mask=q_ok)
 
@@ -123,18 +131,18 @@ def routed_bwd_kernel(
     DQ,
     DK,
     DV_OUT,
-    sq_b,
-    sq_h,
-    sq_w,
-    sk_b,
-    sk_h,
-    sk_w,
-    sv_b,
-    sv_h,
-    sv_w,
-    sdo_b,
-    sdo_h,
-    sdo_w,
+    stride_q_batch,
+    stride_q_row,
+    stride_q_col,
+    stride_k_batch,
+    stride_k_row,
+    stride_k_col,
+    stride_v_batch,
+    stride_v_row,
+    stride_v_col,
+    stride_do_batch,
+    stride_do_row,
+    stride_do_col,
     heads,
     H,
     W,
@@ -171,8 +179,10 @@ def routed_bwd_kernel(
     offs_dv = tl.arange(0, BLOCK_DV)
     q_row, q_col = region_coords(region, offs_m, num_regions, rh, rw)
     q_ok = (offs_m < tokens) & (q_row < H) & (q_col < W)
-    q = load_rows(Q, b * sq_b + q_row * sq_h + q_col * sq_w + head * D, offs_d, q_ok, D)
-    do = load_rows(DO, b * sdo_b + q_row * sdo_h + q_col * sdo_w + head * DV, offs_dv, q_ok, DV)
+    q = load_rows(Q, b * stride_q_batch + q_row * stride_q_row + q_col * stride_q_col + head * D, offs_d, q_ok, D)
+    do = load_rows(
+        DO, b * stride_do_batch + q_row * stride_do_row + q_col * stride_do_col + head * DV, offs_dv, q_ok, DV
+    )
     stat_off = ((b * H + q_row) * W + q_col) * heads + head
     lse = tl.load(LSE + stat_off, mask=q_ok, other=float("inf"))  # padded queries get p = 0
     delta = tl.load(DELTA + stat_off, mask=q_ok, other=0.0)
@@ -181,8 +191,10 @@ def routed_bwd_kernel(
     for start_n in range(0, topk * tokens, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         k_row, k_col, k_ok = selected_keys(INDEX, b, region, offs_n, n_regions, topk, tokens, num_regions, rh, rw, H, W)
-        kk = load_rows(K, b * sk_b + k_row * sk_h + k_col * sk_w + head * D, offs_d, k_ok, D)
-        vv = load_rows(V, b * sv_b + k_row * sv_h + k_col * sv_w + head * DV, offs_dv, k_ok, DV)
+        kk = load_rows(K, b * stride_k_batch + k_row * stride_k_row + k_col * stride_k_col + head * D, offs_d, k_ok, D)
+        vv = load_rows(
+            V, b * stride_v_batch + k_row * stride_v_row + k_col * stride_v_col + head * DV, offs_dv, k_ok, DV
+        )
         s = tl.dot(q, tl.trans(kk), input_precision=PRECISION) * scale_log2
         s = tl.where(k_ok[None, :], s, float("-inf"))
         p, ds = softmax_backward(s, lse, delta, do, vv, PRECISION)
@@ -230,7 +242,7 @@ def launch_forward(q, k, v, index, regions, heads, scale, out, lse, precision):
     launch(routed_fwd_kernel, grid,
         q, k, v, index, out, lse,
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],
-        heads, h, w, num_regions, rh, rw, index.shape[-1], d, dv, scale * LOG2E, **flags,
+        heads, h, w, num_regions, rh, rw, index.shape[-1], d, dv, scale * LOG2E.value, **flags,
     )  # fmt: skip
 
 
@@ -244,6 +256,6 @@ def launch_backward(do, q, k, v, index, lse, delta, regions, heads, scale, grads
         launch(routed_bwd_kernel, grid,
             q, k, v, do, index, lse, delta, *grads,
             *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *do.stride()[:3],
-            heads, h, w, num_regions, rh, rw, index.shape[-1], d, dv, scale, scale * LOG2E,
+            heads, h, w, num_regions, rh, rw, index.shape[-1], d, dv, scale, scale * LOG2E.value,
             QUERY_GRADS=query_pass, zeroed=() if query_pass else ("DK", "DV_OUT"), **flags,
         )  # fmt: skip

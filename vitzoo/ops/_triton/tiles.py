@@ -8,6 +8,10 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+# log2(e): scales and biases are multiplied by it to turn natural-log logits into base 2. A constexpr so kernels can
+# read it (Triton admits only constexpr globals); host code uses ``LOG2E.value``.
+LOG2E = tl.constexpr(1.4426950408889634)
+
 
 @triton.jit
 def load_rows(BASE, row_offsets, offs_d, row_ok, D):

@@ -19,9 +19,8 @@ import triton
 import triton.language as tl
 
 from . import TileConfig, head_block, launch, tile_for
-from .tiles import finish_softmax, load_rows, online_softmax_step, softmax_backward
+from .tiles import LOG2E, finish_softmax, load_rows, online_softmax_step, softmax_backward
 
-LOG2E = 1.4426950408889634
 # map sizes and counts are not specialised on (== 1, multiple of 16): one compiled kernel serves every map size
 DBIAS_SLOTS = 16  # partial copies of the bias gradient, to spread the atomics of a launch
 
@@ -80,10 +79,10 @@ def window_logits(
     pair_ok = (offs_m[:, None] < N) & (offs_n[None, :] < N)
     if HAS_BIAS:
         bias = tl.load(BIAS + head * N * N + offs_m[:, None] * N + offs_n[None, :], mask=pair_ok, other=0.0)
-        s += bias.to(tl.float32) * 1.4426950408889634
+        s += bias.to(tl.float32) * LOG2E
     if HAS_MASK:
         extra = tl.load(MASK + win * N * N + offs_m[:, None] * N + offs_n[None, :], mask=pair_ok, other=0.0)
-        s += extra.to(tl.float32) * 1.4426950408889634
+        s += extra.to(tl.float32) * LOG2E
     attend = key_ok[None, :]
     if SHIFTED:  # tokens that the roll brought together from opposite borders do not attend to each other
         attend = attend & (q_region[:, None] == k_region[None, :])
@@ -99,22 +98,22 @@ def window_fwd_kernel(
     LSE,
     BIAS,
     MASK,
-    sq_b,
-    sq_h,
-    sq_w,
-    sq_n,
-    sk_b,
-    sk_h,
-    sk_w,
-    sk_n,
-    sv_b,
-    sv_h,
-    sv_w,
-    sv_n,
-    so_b,
-    so_h,
-    so_w,
-    so_n,
+    stride_q_batch,
+    stride_q_row,
+    stride_q_col,
+    stride_q_head,
+    stride_k_batch,
+    stride_k_row,
+    stride_k_col,
+    stride_k_head,
+    stride_v_batch,
+    stride_v_row,
+    stride_v_col,
+    stride_v_head,
+    stride_o_batch,
+    stride_o_row,
+    stride_o_col,
+    stride_o_head,
     heads,
     H,
     W,
@@ -150,7 +149,9 @@ def window_fwd_kernel(
     offs_dv = tl.arange(0, BLOCK_DV)
     q_row, q_col, q_region, q_real = window_tokens(win, offs_m, wh, ww, dh, dw, windows_per_row, H, W, sh, sw, SHIFTED)
     q_ok = (offs_m < N) & q_real
-    q = load_rows(Q, b * sq_b + q_row * sq_h + q_col * sq_w + head * sq_n, offs_d, q_ok, D)
+    q = load_rows(
+        Q, b * stride_q_batch + q_row * stride_q_row + q_col * stride_q_col + head * stride_q_head, offs_d, q_ok, D
+    )
 
     # a window of padding only (possible with dilation) attends unmasked, as the reference does
     row0, col0 = token_coords(win, 0, wh, ww, dh, dw, windows_per_row)
@@ -166,8 +167,20 @@ def window_fwd_kernel(
         )
         k_load = (offs_n < N) & k_real
         k_ok = (offs_n < N) & (k_real | window_empty)
-        kk = load_rows(K, b * sk_b + k_row * sk_h + k_col * sk_w + head * sk_n, offs_d, k_load, D)
-        vv = load_rows(V, b * sv_b + k_row * sv_h + k_col * sv_w + head * sv_n, offs_dv, k_load, DV)
+        kk = load_rows(
+            K,
+            b * stride_k_batch + k_row * stride_k_row + k_col * stride_k_col + head * stride_k_head,
+            offs_d,
+            k_load,
+            D,
+        )
+        vv = load_rows(
+            V,
+            b * stride_v_batch + k_row * stride_v_row + k_col * stride_v_col + head * stride_v_head,
+            offs_dv,
+            k_load,
+            DV,
+        )
         s = window_logits(
             q,
             kk,
@@ -190,7 +203,14 @@ def window_fwd_kernel(
         m_i, l_i, acc = online_softmax_step(s, m_i, l_i, acc, vv, PRECISION)
 
     out, lse = finish_softmax(acc, m_i, l_i)
-    o_ptr = OUT + b * so_b + q_row[:, None] * so_h + q_col[:, None] * so_w + head * so_n + offs_dv[None, :]
+    o_ptr = (
+        OUT
+        + b * stride_o_batch
+        + q_row[:, None] * stride_o_row
+        + q_col[:, None] * stride_o_col
+        + head * stride_o_head
+        + offs_dv[None, :]
+    )
     tl.store(o_ptr, out.to(OUT.dtype.element_ty), mask=q_ok[:, None] & (offs_dv[None, :] < DV))
     lse_off = ((b * H + q_row) * W + q_col) * heads + head
     tl.store(LSE + lse_off, lse, mask=q_ok)
@@ -210,22 +230,22 @@ def window_bwd_kernel(
     DK,
     DV_OUT,
     DBIAS,
-    sq_b,
-    sq_h,
-    sq_w,
-    sq_n,
-    sk_b,
-    sk_h,
-    sk_w,
-    sk_n,
-    sv_b,
-    sv_h,
-    sv_w,
-    sv_n,
-    sdo_b,
-    sdo_h,
-    sdo_w,
-    sdo_n,
+    stride_q_batch,
+    stride_q_row,
+    stride_q_col,
+    stride_q_head,
+    stride_k_batch,
+    stride_k_row,
+    stride_k_col,
+    stride_k_head,
+    stride_v_batch,
+    stride_v_row,
+    stride_v_col,
+    stride_v_head,
+    stride_do_batch,
+    stride_do_row,
+    stride_do_col,
+    stride_do_head,
     heads,
     H,
     W,
@@ -273,8 +293,12 @@ def window_bwd_kernel(
     k_row, k_col, k_region, k_real = window_tokens(win, offs_n, wh, ww, dh, dw, windows_per_row, H, W, sh, sw, SHIFTED)
     k_load = (offs_n < N) & k_real
     k_ok = (offs_n < N) & (k_real | window_empty)
-    kk = load_rows(K, b * sk_b + k_row * sk_h + k_col * sk_w + head * sk_n, offs_d, k_load, D)
-    vv = load_rows(V, b * sv_b + k_row * sv_h + k_col * sv_w + head * sv_n, offs_dv, k_load, DV)
+    kk = load_rows(
+        K, b * stride_k_batch + k_row * stride_k_row + k_col * stride_k_col + head * stride_k_head, offs_d, k_load, D
+    )
+    vv = load_rows(
+        V, b * stride_v_batch + k_row * stride_v_row + k_col * stride_v_col + head * stride_v_head, offs_dv, k_load, DV
+    )
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_DV], tl.float32)
     for start_m in range(0, N, BLOCK_M):
@@ -283,8 +307,16 @@ def window_bwd_kernel(
             win, offs_m, wh, ww, dh, dw, windows_per_row, H, W, sh, sw, SHIFTED
         )
         q_ok = (offs_m < N) & q_real
-        q = load_rows(Q, b * sq_b + q_row * sq_h + q_col * sq_w + head * sq_n, offs_d, q_ok, D)
-        do = load_rows(DO, b * sdo_b + q_row * sdo_h + q_col * sdo_w + head * sdo_n, offs_dv, q_ok, DV)
+        q = load_rows(
+            Q, b * stride_q_batch + q_row * stride_q_row + q_col * stride_q_col + head * stride_q_head, offs_d, q_ok, D
+        )
+        do = load_rows(
+            DO,
+            b * stride_do_batch + q_row * stride_do_row + q_col * stride_do_col + head * stride_do_head,
+            offs_dv,
+            q_ok,
+            DV,
+        )
         stat_off = ((b * H + q_row) * W + q_col) * heads + head
         lse = tl.load(LSE + stat_off, mask=q_ok, other=float("inf"))  # padded queries get p = 0
         delta = tl.load(DELTA + stat_off, mask=q_ok, other=0.0)
@@ -336,7 +368,9 @@ def add_bias_grad(DBIAS, ds, b, win, head, offs_m, offs_n, q_ok, N, heads, dbias
 @triton.jit(do_not_specialize=SHAPE_ARGS)
 def window_bwd_dq_kernel(
     Q, K, V, DO, LSE, DELTA, BIAS, MASK, DQ, DBIAS,
-    sq_b, sq_h, sq_w, sq_n, sk_b, sk_h, sk_w, sk_n, sv_b, sv_h, sv_w, sv_n, sdo_b, sdo_h, sdo_w, sdo_n,
+    stride_q_batch, stride_q_row, stride_q_col, stride_q_head, stride_k_batch, stride_k_row, stride_k_col,
+    stride_k_head, stride_v_batch, stride_v_row, stride_v_col, stride_v_head, stride_do_batch, stride_do_row,
+    stride_do_col, stride_do_head,
     heads, H, W, N, wh, ww, dh, dw, windows_per_row, sh, sw, D, DV, dbias_slots, scale, scale_log2,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, BIAS_GRAD: tl.constexpr, SHIFTED: tl.constexpr,
@@ -356,8 +390,16 @@ def window_bwd_dq_kernel(
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     q_row, q_col, q_region, q_real = window_tokens(win, offs_m, wh, ww, dh, dw, windows_per_row, H, W, sh, sw, SHIFTED)
     q_ok = (offs_m < N) & q_real
-    q = load_rows(Q, b * sq_b + q_row * sq_h + q_col * sq_w + head * sq_n, offs_d, q_ok, D)
-    do = load_rows(DO, b * sdo_b + q_row * sdo_h + q_col * sdo_w + head * sdo_n, offs_dv, q_ok, DV)
+    q = load_rows(
+        Q, b * stride_q_batch + q_row * stride_q_row + q_col * stride_q_col + head * stride_q_head, offs_d, q_ok, D
+    )
+    do = load_rows(
+        DO,
+        b * stride_do_batch + q_row * stride_do_row + q_col * stride_do_col + head * stride_do_head,
+        offs_dv,
+        q_ok,
+        DV,
+    )
     stat_off = ((b * H + q_row) * W + q_col) * heads + head
     lse = tl.load(LSE + stat_off, mask=q_ok, other=float("inf"))  # padded queries get p = 0
     delta = tl.load(DELTA + stat_off, mask=q_ok, other=0.0)
@@ -369,8 +411,20 @@ def window_bwd_dq_kernel(
         )
         k_load = (offs_n < N) & k_real
         k_ok = (offs_n < N) & (k_real | window_empty)
-        kk = load_rows(K, b * sk_b + k_row * sk_h + k_col * sk_w + head * sk_n, offs_d, k_load, D)
-        vv = load_rows(V, b * sv_b + k_row * sv_h + k_col * sv_w + head * sv_n, offs_dv, k_load, DV)
+        kk = load_rows(
+            K,
+            b * stride_k_batch + k_row * stride_k_row + k_col * stride_k_col + head * stride_k_head,
+            offs_d,
+            k_load,
+            D,
+        )
+        vv = load_rows(
+            V,
+            b * stride_v_batch + k_row * stride_v_row + k_col * stride_v_col + head * stride_v_head,
+            offs_dv,
+            k_load,
+            DV,
+        )
         s = window_logits(
             q,
             kk,
@@ -424,7 +478,7 @@ def launch_forward(q, k, v, window, dilation, shift, bias, mask, scale, out, lse
     launch(window_fwd_kernel, lambda meta: (triton.cdiv(n, meta["BLOCK_M"]), windows[0], b * heads),
         q, k, v, out, lse, bias, mask,
         *q.stride()[:4], *k.stride()[:4], *v.stride()[:4], *out.stride()[:4],
-        heads, h, w, n, wh, ww, dh, dw, windows[1], *shift, d, dv, scale * LOG2E,
+        heads, h, w, n, wh, ww, dh, dw, windows[1], *shift, d, dv, scale * LOG2E.value,
         BLOCK_D=head_block(d), BLOCK_DV=head_block(dv), HAS_BIAS=bias is not None, HAS_MASK=mask is not None,
         SHIFTED=any(shift), PRECISION=precision, tiles=cfg.candidates(q.dtype), key=TUNING_KEY,
     )  # fmt: skip
@@ -441,7 +495,7 @@ def launch_backward(do, q, k, v, lse, delta, window, dilation, shift, bias, mask
     cfg = tile_config(n, d, dv_dim, q.dtype, True, biased=bias is not None or mask is not None or any(shift))
     one_key_tile = n <= cfg.block_n  # every candidate keeps the key tile, so this holds for whichever runs
     strides = (*q.stride()[:4], *k.stride()[:4], *v.stride()[:4], *do.stride()[:4])
-    geometry = (heads, h, w, n, wh, ww, dh, dw, windows[1], *shift, d, dv_dim, DBIAS_SLOTS, scale, scale * LOG2E)
+    geometry = (heads, h, w, n, wh, ww, dh, dw, windows[1], *shift, d, dv_dim, DBIAS_SLOTS, scale, scale * LOG2E.value)
     flags = dict(
         BLOCK_D=head_block(d), BLOCK_DV=head_block(dv_dim), HAS_BIAS=bias is not None, HAS_MASK=mask is not None,
         BIAS_GRAD=dbias is not None, SHIFTED=any(shift), PRECISION=precision, tiles=cfg.candidates(q.dtype),
