@@ -14,6 +14,7 @@ import pytest
 import timm
 import torch
 from safetensors.torch import save_file
+from test_models import DEPLOY_FAST
 from timm.models._registry import model_entrypoint
 
 import vitzoo  # noqa: F401
@@ -275,3 +276,61 @@ def test_a_dead_or_html_weight_link_is_a_clear_error(weights_server, tmp_path, m
     with pytest.raises(CheckpointError, match=r"page\.pth returned a web page \(HTML\), not a checkpoint.*removed"):
         timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(url=f"{weights_server}/page.pth"))
     assert not list((tmp_path / "torch").rglob("page.pth"))  # the page is not left in the cache to be read again
+
+
+def _role(key: str) -> str:
+    """A key with its indices blanked: what the tensor is inside its block (``stages.#.blocks.#.norm#.weight``)."""
+    return re.sub(r"\d+", "#", key)
+
+
+def _indices(key: str) -> tuple[int, ...]:
+    return tuple(int(i) for i in re.findall(r"\d+", key))
+
+
+PLACEMENT_MODELS = [m for m in DEPLOY_FAST if not m.startswith(NO_OFFICIAL_RELEASE)]
+PLACEMENT_MODELS += [pytest.param(m, marks=pytest.mark.slow) for m in OFFICIAL_MODELS if m not in PLACEMENT_MODELS]
+
+
+@pytest.mark.parametrize("name", PLACEMENT_MODELS)
+def test_each_official_tensor_lands_once_as_the_same_attribute_in_the_official_block_order(name, seed):
+    """Distinct random values per official key, followed through the filter, over every key that arrives unchanged:
+
+    - each lands on exactly one key of the model, and as the same attribute (a weight as a weight, a running mean
+      as a running mean: a BatchNorm's statistics cannot trade places with its affine parameters);
+    - keys of one role (the key with its indices blanked) keep their official order (stage, then block): two blocks
+      or two stages swapped by the filter break it.
+
+    Same-shaped tensors of one block (norm1 / norm2, CSWin's two LePE convs) are told apart by the family tests
+    (``test_cswin.py``) and by the float64 check against the official code (``benchmarks/results``).
+    """
+    fixture = _fixture(name)
+    official = {
+        k: torch.randint(0, 1000, s) if k.endswith("num_batches_tracked") else torch.randn(s)
+        for k, s in fixture["keys"].items()
+    }
+    with torch.device("meta"):
+        model = timm.create_model(name)
+    mapped = _filter_fn(name)({fixture["checkpoint_wrapper"]: official}, model)
+    by_shape: dict[tuple, list[str]] = {}
+    for key, tensor in mapped.items():
+        by_shape.setdefault((tuple(tensor.shape), tensor.dtype), []).append(key)
+    landed = {}
+    for key, tensor in official.items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        hits = [k for k in by_shape.get((tuple(tensor.shape), tensor.dtype), []) if torch.equal(mapped[k], tensor)]
+        assert len(hits) <= 1, f"{key} landed on {hits}"
+        if hits:  # else resized or rebuilt on the way (index buffers, tables of another resolution)
+            landed[key] = hits[0]
+    assert len(landed) >= 0.8 * len(official), "most official tensors arrive unchanged"
+
+    def attribute(key: str) -> str:  # PVT numbers its per-stage tables (pos_embed1): the stage is in our path
+        return re.sub(r"\d+$", "", key.rsplit(".", 1)[-1])
+
+    renamed = {k: o for k, o in landed.items() if attribute(k) != attribute(o)}
+    assert not renamed, f"official tensors land as another attribute: {renamed}"
+    roles = {_role(k) for k in landed}
+    for role in roles:
+        keys = sorted((k for k in landed if _role(k) == role), key=_indices)
+        order = [_indices(landed[k]) for k in keys]
+        assert order == sorted(order), f"{role}: official order {keys} lands as {[landed[k] for k in keys]}"
