@@ -135,7 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         "img_size_overrides": IMG_SIZES,
         "runs": [dict(zip(("batch_size", "warmup", "iters", "train"), r, strict=True)) for r in RUNS],
     }
-    write_json_atomic(args.out_dir / "cpu_models.json", {"meta": {**env, "args": settings, "official": OFFICIAL_NAMES}, "results": results})
+    write_json_atomic(
+        args.out_dir / "cpu_models.json",
+        {"meta": {**env, "args": settings, "official": OFFICIAL_NAMES}, "results": results},
+    )
     write_text_atomic(args.out_dir / "cpu_models.md", markdown_table(results, env))
     print(markdown_table(results, env))
     return 0

@@ -114,7 +114,10 @@ def main(argv: list[str] | None = None) -> int:
             results.append(result)
             print(f"{name:30s} {size:5d}px  {result['infer_ms_p50']:9.0f} ms", flush=True)
     settings = {"batch_size": 1, "sizes": [dict(zip(("img_size", "warmup", "iters"), s, strict=True)) for s in SIZES]}
-    write_json_atomic(args.out_dir / "cpu_resolution.json", {"meta": {**env, "args": settings, "counterparts": COUNTERPARTS}, "results": results})
+    write_json_atomic(
+        args.out_dir / "cpu_resolution.json",
+        {"meta": {**env, "args": settings, "counterparts": COUNTERPARTS}, "results": results},
+    )
     write_text_atomic(args.out_dir / "cpu_resolution.md", markdown_table(results, env))
     print(markdown_table(results, env))
     return 0

@@ -27,7 +27,6 @@ import os
 import platform
 import resource
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -37,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ._io import write_text_atomic
 from .stats import count_gmacs, count_params
 
 __all__ = [
@@ -307,26 +307,6 @@ def benchmark_model(
         else:
             result.update(dict.fromkeys(("train_img_s", "train_ms_mean", "train_ms_p50", "train_ms_p90")))
     return result
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` so that readers see the old file or the whole new one, never a partial write."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The temporary file must sit in the target's directory: os.replace is only atomic within one file system.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp creates the file 0600; a results file should be as readable as one written by open().
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def write_json_atomic(path: str | os.PathLike, obj: object) -> None:

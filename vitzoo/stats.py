@@ -16,8 +16,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +23,8 @@ import timm
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
+
+from ._io import write_text_atomic
 
 # Ops whose outputs timm's model cards count as "activations" (fvcore's convention: conv and matmul outputs).
 _ACTIVATION_OPS = {
@@ -128,11 +128,7 @@ def write_stats_table(sizes: dict[str, tuple[int, ...]], path: Path = STATS_TABL
     for name, name_sizes in sorted(sizes.items()):
         for size in sorted(set(name_sizes)):
             models[_table_key(name, size)] = dataclasses.asdict(_model_stats(name, size, True, ()))
-    text = json.dumps({"fingerprint": source_fingerprint(), "models": models}, indent=1) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps({"fingerprint": source_fingerprint(), "models": models}, indent=1) + "\n")
     _stats_table.cache_clear()
 
 
