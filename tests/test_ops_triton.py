@@ -312,7 +312,9 @@ def test_every_candidate_tile_matches_reference(seed, case, monkeypatch):
     for index in sorted(shapes - {0}):
         ran.clear()
         with _triton.forced_candidate(index):
-            compare(op, args, grads_of, 3e-3, **kwargs)
+            # fp16 inputs: the accumulated table / bias gradients of the two backends round differently, by
+            # several fp16 ulps (3e-3 failed by chance once); a tile that computed the wrong thing is off by O(1)
+            compare(op, args, grads_of, 1e-2, **kwargs)
         want = {(site, tiles[min(index, len(tiles) - 1)]) for site, tiles in candidates.items()}
         assert want <= set(ran), f"candidate {index} was not the one launched"
 
