@@ -135,6 +135,15 @@ def test_push_needs_a_token_and_uploads_the_folder_with_one(converted, monkeypat
             return "https://huggingface.co/someone/van-b0/commit/abc"
 
     monkeypatch.setenv("HF_TOKEN", "hf_test")
+
+    class OfflineApi(RecordingApi):
+        def create_repo(self, repo_id, private, exist_ok):
+            raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(convert, "HfApi", OfflineApi)
+    with pytest.raises(ConversionError, match="uploading .* to someone/van-b0 failed .*Network is unreachable"):
+        push_folder(converted, "someone/van-b0")
+    calls.clear()
     monkeypatch.setattr(convert, "HfApi", RecordingApi)
     assert push_folder(converted, "someone/van-b0").endswith("/commit/abc")
     assert calls == [

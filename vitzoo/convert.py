@@ -23,6 +23,7 @@ from pathlib import Path
 import timm
 import torch
 from huggingface_hub import HfApi, get_token
+from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.file_download import repo_folder_name
 from timm.models import get_arch_pretrained_cfgs, save_for_hf
 
@@ -199,8 +200,10 @@ def push_folder(folder: str | os.PathLike, repo_id: str, private: bool = False) 
         )
     config = json.loads((folder / "config.json").read_text())
     api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    info = api.upload_folder(
-        repo_id=repo_id, folder_path=str(folder), commit_message=f"Add {config.get('architecture')} (vitzoo convert)"
-    )
+    message = f"Add {config.get('architecture')} (vitzoo convert)"
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=message)
+    except (HfHubHTTPError, OSError) as e:  # refused token, no such namespace, no network
+        raise ConversionError(f"uploading {folder} to {repo_id} failed (the folder is kept): {e}") from e
     return str(getattr(info, "commit_url", info))
