@@ -34,7 +34,7 @@ def weights_cell(name: str) -> str:
     """Each tag with official weights and how they are fetched (a share page is named in the model card)."""
     cells = []
     for full, cfg in get_arch_pretrained_cfgs(name).items():
-        kinds = dict.fromkeys(_KIND_LABELS[source.kind] for source in weight_sources(cfg.to_dict()) if cfg)
+        kinds = dict.fromkeys(_KIND_LABELS[source.kind] for source in weight_sources(cfg.to_dict()))
         if kinds:
             cells.append(f"{full.partition('.')[2] or 'default cfg'} ({', '.join(kinds)})")
     return ", ".join(cells) or "-"

@@ -90,13 +90,13 @@ def _populate_cache(cache: Path, repo_id: str, folder: Path) -> None:
     """Lay ``folder`` out as huggingface_hub's cache holds a downloaded repo: ``refs/main`` names a snapshot whose
     files are links into ``blobs/`` (named by content hash), so ``hf_hub_download`` finds them offline."""
     root = cache / repo_folder_name(repo_id=repo_id, repo_type="model")
-    files = sorted(p for p in folder.iterdir() if p.is_file())
-    revision = hashlib.sha1("".join(_sha256(p) for p in files).encode()).hexdigest()
+    digests = {p: _sha256(p) for p in sorted(folder.iterdir()) if p.is_file()}  # each file read once
+    revision = hashlib.sha1("".join(digests.values()).encode()).hexdigest()
     snapshot = root / "snapshots" / revision
     (root / "blobs").mkdir(parents=True)
     snapshot.mkdir(parents=True)
-    for path in files:
-        blob = root / "blobs" / _sha256(path)
+    for path, digest in digests.items():
+        blob = root / "blobs" / digest
         shutil.copyfile(path, blob)
         (snapshot / path.name).symlink_to(os.path.relpath(blob, snapshot))
     (root / "refs").mkdir()
