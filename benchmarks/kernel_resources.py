@@ -23,7 +23,7 @@ import torch
 import triton
 
 import vitzoo  # noqa: F401  (registers the models)
-from vitzoo.kernel_launches import distinct_launches, model_launches, one_per_family
+from vitzoo.kernel_launches import distinct_launches, largest_tiles, model_launches, one_per_family
 from vitzoo.ops._triton import aot
 
 RESULTS = Path(__file__).parent / "results"
@@ -36,6 +36,9 @@ def main() -> None:
     parser.add_argument("--models", default="", help="comma-separated model names (default: every vitzoo model)")
     parser.add_argument("--one-per-family", action="store_true", help="the first variant of each family only")
     parser.add_argument("--per-config", action="store_true", help="one launch per configuration, not per kernel")
+    parser.add_argument(
+        "--largest-tiles", action="store_true", help="compile only each kernel's largest tile (quick check)"
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=list(IMG_SIZES))
     parser.add_argument("--dtypes", nargs="+", choices=["fp16", "bf16", "fp32"], default=["fp16", "bf16", "fp32"])
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
@@ -50,6 +53,11 @@ def main() -> None:
     dtypes = [dict(fp16=torch.float16, bf16=torch.bfloat16, fp32=torch.float32)[d] for d in args.dtypes]
     launches = distinct_launches(model_launches(names, args.sizes, dtypes), per_config=args.per_config)
     print(f"{len(launches)} distinct kernels from {len(names)} models", flush=True)
+    # every launch found, compiled or not: a quick check compares them with a full run's records
+    found = sorted({(ml.launch.kernel.fn.__name__, aot.describe(ml.launch)) for ml in launches})
+    if args.largest_tiles:
+        launches = largest_tiles(launches)
+        print(f"compiling the largest tile of each: {len(launches)} launches", flush=True)
 
     def progress(done: int, total: int, res: aot.Resources) -> None:
         flag = "" if res.fits else "  <-- does not fit"
@@ -63,7 +71,7 @@ def main() -> None:
         for ml, res in zip([ml for ml in launches for _ in TARGETS], rows)
     ]
     meta = dict(triton=triton.__version__, torch=torch.__version__, python=platform.python_version())
-    args.out.with_suffix(".json").write_text(json.dumps(dict(meta=meta, records=records), indent=1) + "\n")
+    args.out.with_suffix(".json").write_text(json.dumps(dict(meta=meta, records=records, found=found), indent=1) + "\n")
     args.out.with_suffix(".md").write_text(markdown(records, meta))
     bad = [r for r in records if not r["fits"]]
     print(f"{len(records)} compiled kernels, {len(bad)} over budget -> {args.out}.md")

@@ -33,11 +33,9 @@ def _smallest_per_family() -> list[str]:
     return DEPLOY_FAST
 
 
-# the halo op's traced block padding (about 3 minutes on 2 cores); every family under -m slow
-DYNAMIC_FAST = ["vitzoo_halonet_h0"]
-DYNAMIC_MODELS = DYNAMIC_FAST + [
-    pytest.param(m, marks=pytest.mark.slow) for m in _smallest_per_family() if m not in DYNAMIC_FAST
-]
+# every family under -m slow (minutes each on 2 cores); the default run exports VAN dynamically above, and each op's
+# dynamic-shape trace on its own (tests/test_ops*.py: windows, halo blocks, pooling)
+DYNAMIC_MODELS = [pytest.param(m, marks=pytest.mark.slow) for m in _smallest_per_family()]
 
 
 @pytest.mark.parametrize("name", DYNAMIC_MODELS)

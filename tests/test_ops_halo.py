@@ -152,3 +152,34 @@ def test_a_dynamic_shape_trace_pads_a_one_block_axis_without_changing_the_output
         )
         want = brute_halo(q, k, v, 8, 2, 1, 0.5, mask_padding=mask_padding)
         torch.testing.assert_close(traced(q, k, v), want, atol=1e-5, rtol=1e-5)
+
+
+class _HaloCall(torch.nn.Module):
+    """Queries, keys and values from one ``[B, H, W, 3, heads, D]`` map (queries subsampled as HaloNet's strided
+    1x1 conv does), attended with HaloNet's settings: zero-padded halo, relative tables."""
+
+    def __init__(self, block: int, halo: int, stride: int):
+        super().__init__()
+        self.block, self.halo, self.stride = block, halo, stride
+        self.rel = torch.nn.ParameterList(_tables(block, halo, 2, 4, False, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = x.unbind(3)
+        q = q[:, :: self.stride, :: self.stride]
+        rel = (self.rel[0], self.rel[1])
+        return halo_attention(q, k, v, self.block, self.halo, self.stride, rel_pos=rel, mask_padding=False, scale=0.5)
+
+
+@pytest.mark.parametrize("size, block, halo, stride", [((8, 8), 8, 3, 1), ((8, 12), 8, 2, 2)])
+def test_a_dynamic_shape_trace_equals_the_definition_at_every_size(size, block, halo, stride, seed):
+    """One ``torch.export`` program of the op (what a dynamic ``vitzoo export`` of HaloNet holds), traced where the
+    map is one block tall, gives the per-query definition there and at larger and padded sizes."""
+    from dynamic_trace import export_once
+
+    call = _HaloCall(block, halo, stride)
+    program = export_once(call, torch.randn(2, *size, 3, 2, 4), {1: (8, 64), 2: (8, 64)})
+    for h, w in [size, (size[0] + 8, size[1]), (size[0] + 5, size[1] + 9)]:
+        x = torch.randn(2, h, w, 3, 2, 4)
+        q, k, v = x.unbind(3)
+        want = brute_halo(q[:, ::stride, ::stride], k, v, block, halo, stride, 0.5, tuple(call.rel), False)
+        torch.testing.assert_close(program(x), want, atol=1e-5, rtol=1e-5, msg=f"at {h}x{w}")

@@ -133,3 +133,29 @@ def distinct_launches(launches: Iterable[ModelLaunch], per_config: bool = False)
         key = (ml.launch.kernel.fn.__name__, describe(ml.launch)) if per_config else launch_key(ml.launch)
         seen.setdefault(key, ml)
     return list(seen.values())
+
+
+def largest_tiles(launches: Iterable[ModelLaunch]) -> list[ModelLaunch]:
+    """Per kernel and set of dtypes, the launch whose tiles hold the most elements per thread, then the one with the
+    most pipeline stages: the launch most likely to spill registers or to outgrow shared memory.
+
+    A quick check of what a chip enforces compiles these instead of every launch; the full set is compiled by
+    ``benchmarks/kernel_resources.py`` and committed.
+    """
+    from .ops._triton.aot import describe  # Triton's compiler is needed only here
+
+    def weight(ml: ModelLaunch) -> tuple[float, int]:
+        values = dict(zip([p.name for p in ml.launch.kernel.params], ml.launch.args))
+        values.update(ml.launch.kwargs)
+        elements = 1
+        for name, value in values.items():
+            if name.startswith("BLOCK"):
+                elements *= value
+        return elements / values.get("num_warps", 4), values.get("num_stages", 1)
+
+    best: dict[tuple[str, str], ModelLaunch] = {}
+    for ml in launches:
+        key = ml.launch.kernel.fn.__name__, describe(ml.launch).split("dtypes=")[1]
+        if key not in best or weight(ml) > weight(best[key]):
+            best[key] = ml
+    return list(best.values())

@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 
 from . import TileConfig, head_block, launch, tile_for
-from .tiles import LOG2E, finish_softmax, load_rows, online_softmax_step, softmax_backward
+from .tiles import LOG2E, finish_softmax, online_softmax_step, softmax_backward, store_rows, token_rows
 
 # map sizes and counts are not specialised on (== 1, multiple of 16): one compiled kernel serves every map size
 DREL_SLOTS = 16  # partial copies of the relative-table gradients, to spread the atomics of a launch
@@ -59,6 +59,46 @@ def halo_keys(block_row, block_col, offs_n, win, block, halo, H, W, MASK_PADDING
 
 
 @triton.jit
+def halo_program(heads, blocks_per_row):
+    """This program's query block (grid axis 1) as its block row and column, and its image and head (axis 2)."""
+    blk = tl.program_id(1)
+    bh = tl.program_id(2)
+    return blk, bh, (bh // heads).to(tl.int64), bh % heads, blk // blocks_per_row, blk % blocks_per_row
+
+
+@triton.jit
+def halo_queries(
+    Q, b, head, block_row, block_col, offs_m, bq, HQ, WQ,
+    stride_q_batch, stride_q_row, stride_q_col, stride_q_head, offs_d, D,
+):  # fmt: skip
+    """A query tile of a block: the queries, their position in the block, their map row and column, validity."""
+    qy = offs_m // bq
+    qx = offs_m % bq
+    q_row = block_row * bq + qy
+    q_col = block_col * bq + qx
+    q_ok = (offs_m < bq * bq) & (q_row < HQ) & (q_col < WQ)
+    q = token_rows(Q, b, q_row, q_col, head, stride_q_batch, stride_q_row, stride_q_col, stride_q_head, offs_d, q_ok, D)
+    return q, qy, qx, q_row, q_col, q_ok
+
+
+@triton.jit
+def halo_key_tile(
+    K, V, b, head, block_row, block_col, offs_n, win, block, halo, H, W,
+    stride_k_batch, stride_k_row, stride_k_col, stride_k_head, stride_v_batch, stride_v_row, stride_v_col,
+    stride_v_head, offs_d, offs_dv, D, DV, MASK_PADDING: tl.constexpr,
+):  # fmt: skip
+    """Keys and values of slots ``offs_n`` of a block's haloed window, with :func:`halo_keys`' positions and flags."""
+    ky, kx, k_row, k_col, inside, attend = halo_keys(block_row, block_col, offs_n, win, block, halo, H, W, MASK_PADDING)
+    kk = token_rows(
+        K, b, k_row, k_col, head, stride_k_batch, stride_k_row, stride_k_col, stride_k_head, offs_d, inside, D
+    )
+    vv = token_rows(
+        V, b, k_row, k_col, head, stride_v_batch, stride_v_row, stride_v_col, stride_v_head, offs_dv, inside, DV
+    )
+    return kk, vv, ky, kx, k_row, k_col, inside, attend
+
+
+@triton.jit
 def halo_logits(q, kk, qh, qw, ky, kx, qy, qx, attend, stride, halo, win, scale_log2, PRECISION: tl.constexpr,
                 HAS_REL: tl.constexpr, BLOCK_R: tl.constexpr):  # fmt: skip
     """Base-2 logits: ``scale * q . k`` plus the gathered relative terms, keys that do not attend at -inf."""
@@ -83,32 +123,21 @@ def halo_fwd_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     BLOCK_R: tl.constexpr, HAS_REL: tl.constexpr, MASK_PADDING: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
-    pid_m = tl.program_id(0)
-    blk = tl.program_id(1)
-    bh = tl.program_id(2)
-    b = (bh // heads).to(tl.int64)
-    head = bh % heads
-    block_row = blk // blocks_per_row
-    block_col = blk % blocks_per_row
+    blk, bh, b, head, block_row, block_col = halo_program(heads, blocks_per_row)
     win = block + 2 * halo
-
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
-    qy = offs_m // bq
-    qx = offs_m % bq
-    q_row = block_row * bq + qy
-    q_col = block_col * bq + qx
-    q_ok = (offs_m < bq * bq) & (q_row < HQ) & (q_col < WQ)
-    q = load_rows(
-        Q, b * stride_q_batch + q_row * stride_q_row + q_col * stride_q_col + head * stride_q_head, offs_d, q_ok, D
-    )
+    q, qy, qx, q_row, q_col, q_ok = halo_queries(
+        Q, b, head, block_row, block_col, offs_m, bq, HQ, WQ,
+        stride_q_batch, stride_q_row, stride_q_col, stride_q_head, offs_d, D,
+    )  # fmt: skip
+    offs_r = tl.arange(0, BLOCK_R)
+    rel_mask = (offs_r[:, None] < R) & (offs_d[None, :] < D)
+    rel_off = head * rel_head_stride + offs_r[:, None] * D + offs_d[None, :]
     qh = tl.zeros([BLOCK_M, BLOCK_R], tl.float32)
     qw = tl.zeros([BLOCK_M, BLOCK_R], tl.float32)
     if HAS_REL:
-        offs_r = tl.arange(0, BLOCK_R)
-        rel_mask = (offs_r[:, None] < R) & (offs_d[None, :] < D)
-        rel_off = head * rel_head_stride + offs_r[:, None] * D + offs_d[None, :]
         rel_h = tl.load(REL_H + rel_off, mask=rel_mask, other=0.0).to(q.dtype)
         rel_w = tl.load(REL_W + rel_off, mask=rel_mask, other=0.0).to(q.dtype)
         qh = tl.dot(q, tl.trans(rel_h), input_precision=PRECISION)
@@ -119,37 +148,18 @@ def halo_fwd_kernel(
     acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
     for start_n in range(0, win * win, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        ky, kx, k_row, k_col, inside, attend = halo_keys(
-            block_row, block_col, offs_n, win, block, halo, H, W, MASK_PADDING
-        )
-        kk = load_rows(
-            K,
-            b * stride_k_batch + k_row * stride_k_row + k_col * stride_k_col + head * stride_k_head,
-            offs_d,
-            inside,
-            D,
-        )
-        vv = load_rows(
-            V,
-            b * stride_v_batch + k_row * stride_v_row + k_col * stride_v_col + head * stride_v_head,
-            offs_dv,
-            inside,
-            DV,
-        )
+        kk, vv, ky, kx, _, _, _, attend = halo_key_tile(
+            K, V, b, head, block_row, block_col, offs_n, win, block, halo, H, W,
+            stride_k_batch, stride_k_row, stride_k_col, stride_k_head, stride_v_batch, stride_v_row, stride_v_col,
+            stride_v_head, offs_d, offs_dv, D, DV, MASK_PADDING,
+        )  # fmt: skip
         s = halo_logits(q, kk, qh, qw, ky, kx, qy, qx, attend, stride, halo, win, scale_log2, PRECISION, HAS_REL,
                         BLOCK_R)  # fmt: skip
         m_i, l_i, acc = online_softmax_step(s, m_i, l_i, acc, vv, PRECISION)
 
     out, lse = finish_softmax(acc, m_i, l_i)
-    o_ptr = (
-        OUT
-        + b * stride_o_batch
-        + q_row[:, None] * stride_o_row
-        + q_col[:, None] * stride_o_col
-        + head * stride_o_head
-        + offs_dv[None, :]
-    )
-    tl.store(o_ptr, out.to(OUT.dtype.element_ty), mask=q_ok[:, None] & (offs_dv[None, :] < DV))
+    o_rows = b * stride_o_batch + q_row * stride_o_row + q_col * stride_o_col + head * stride_o_head
+    store_rows(OUT, o_rows, offs_dv, q_ok, DV, out)
     tl.store(LSE + ((b * HQ + q_row) * WQ + q_col) * heads + head, lse, mask=q_ok)
 
 
@@ -168,43 +178,28 @@ def halo_bwd_kernel(
     """One query tile of one block, in one of two passes (each recomputes the probabilities, which keeps the live
     state of either within the register file): ``QUERY_GRADS`` writes DQ and adds DREL_H/W, ``KEY_GRADS`` adds DK and
     DV_OUT (haloed windows overlap, so key gradients are accumulated atomically; fp32, zeroed)."""
-    pid_m = tl.program_id(0)
-    blk = tl.program_id(1)
-    bh = tl.program_id(2)
-    b = (bh // heads).to(tl.int64)
-    head = bh % heads
-    block_row = blk // blocks_per_row
-    block_col = blk % blocks_per_row
+    blk, bh, b, head, block_row, block_col = halo_program(heads, blocks_per_row)
     win = block + 2 * halo
-
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
-    qy = offs_m // bq
-    qx = offs_m % bq
-    q_row = block_row * bq + qy
-    q_col = block_col * bq + qx
-    q_ok = (offs_m < bq * bq) & (q_row < HQ) & (q_col < WQ)
-    q = load_rows(
-        Q, b * stride_q_batch + q_row * stride_q_row + q_col * stride_q_col + head * stride_q_head, offs_d, q_ok, D
-    )
-    do = load_rows(
-        DO,
-        b * stride_do_batch + q_row * stride_do_row + q_col * stride_do_col + head * stride_do_head,
-        offs_dv,
-        q_ok,
-        DV,
+    q, qy, qx, q_row, q_col, q_ok = halo_queries(
+        Q, b, head, block_row, block_col, offs_m, bq, HQ, WQ,
+        stride_q_batch, stride_q_row, stride_q_col, stride_q_head, offs_d, D,
+    )  # fmt: skip
+    do = token_rows(
+        DO, b, q_row, q_col, head, stride_do_batch, stride_do_row, stride_do_col, stride_do_head, offs_dv, q_ok, DV
     )
     stat_off = ((b * HQ + q_row) * WQ + q_col) * heads + head
     lse = tl.load(LSE + stat_off, mask=q_ok, other=float("inf"))  # padded queries get p = 0
     delta = tl.load(DELTA + stat_off, mask=q_ok, other=0.0)
-
     offs_r = tl.arange(0, BLOCK_R)
     rel_mask = (offs_r[:, None] < R) & (offs_d[None, :] < D)
     rel_off = head * rel_head_stride + offs_r[:, None] * D + offs_d[None, :]
     qh = tl.zeros([BLOCK_M, BLOCK_R], tl.float32)
     qw = tl.zeros([BLOCK_M, BLOCK_R], tl.float32)
     if HAS_REL:  # the tables are loaded again after the key loop rather than held in registers through it
+        # each loaded where it is used (the forward loads both first): fewer registers live in the backward
         qh = tl.dot(
             q, tl.trans(tl.load(REL_H + rel_off, mask=rel_mask, other=0.0).to(q.dtype)), input_precision=PRECISION
         )
@@ -218,23 +213,11 @@ def halo_bwd_kernel(
     offs_win = tl.arange(0, BLOCK_WIN)
     for start_n in range(0, win * win, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        ky, kx, k_row, k_col, inside, attend = halo_keys(
-            block_row, block_col, offs_n, win, block, halo, H, W, MASK_PADDING
-        )
-        kk = load_rows(
-            K,
-            b * stride_k_batch + k_row * stride_k_row + k_col * stride_k_col + head * stride_k_head,
-            offs_d,
-            inside,
-            D,
-        )
-        vv = load_rows(
-            V,
-            b * stride_v_batch + k_row * stride_v_row + k_col * stride_v_col + head * stride_v_head,
-            offs_dv,
-            inside,
-            DV,
-        )
+        kk, vv, ky, kx, k_row, k_col, inside, attend = halo_key_tile(
+            K, V, b, head, block_row, block_col, offs_n, win, block, halo, H, W,
+            stride_k_batch, stride_k_row, stride_k_col, stride_k_head, stride_v_batch, stride_v_row, stride_v_col,
+            stride_v_head, offs_d, offs_dv, D, DV, MASK_PADDING,
+        )  # fmt: skip
         s = halo_logits(q, kk, qh, qw, ky, kx, qy, qx, attend, stride, halo, win, scale_log2, PRECISION, HAS_REL,
                         BLOCK_R)  # fmt: skip
         p, ds = softmax_backward(s, lse, delta, do, vv, PRECISION)

@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from . import TileConfig, head_block, launch, tile_for
-from .tiles import LOG2E, finish_softmax, load_rows, online_softmax_step, softmax_backward
+from .tiles import LOG2E, finish_softmax, load_rows, online_softmax_step, softmax_backward, store_rows
 
 # map sizes and counts are not specialised on (== 1, multiple of 16): one compiled kernel serves every map size
 SHAPE_ARGS = ["heads", "H", "W", "num_regions", "rh", "rw", "topk", "D", "DV"]
@@ -39,6 +39,40 @@ def selected_keys(INDEX, b, region, offs_n, n_regions, topk, tokens, num_regions
     key_region = tl.load(INDEX + (b * n_regions + region) * topk + slot, mask=in_list, other=0).to(tl.int32)
     row, col = region_coords(key_region, offs_n % tokens, num_regions, rh, rw)
     return row, col, in_list & (row < H) & (col < W)
+
+
+@triton.jit
+def routed_program(heads):
+    """This program's query region (grid axis 1), image and head (axis 2)."""
+    region = tl.program_id(1)
+    bh = tl.program_id(2)
+    return region, (bh // heads).to(tl.int64), bh % heads
+
+
+@triton.jit
+def region_queries(
+    Q, b, head, region, offs_m, num_regions, rh, rw, H, W, stride_q_batch, stride_q_row, stride_q_col, offs_d, D
+):
+    """A query tile of a region (channels from ``head * D`` of ``[B, H, W, C]``): queries, rows, columns, validity."""
+    q_row, q_col = region_coords(region, offs_m, num_regions, rh, rw)
+    q_ok = (offs_m < rh * rw) & (q_row < H) & (q_col < W)
+    q = load_rows(Q, b * stride_q_batch + q_row * stride_q_row + q_col * stride_q_col + head * D, offs_d, q_ok, D)
+    return q, q_row, q_col, q_ok
+
+
+@triton.jit
+def routed_key_tile(
+    q, K, V, INDEX, b, head, region, offs_n, n_regions, topk, num_regions, rh, rw, H, W,
+    stride_k_batch, stride_k_row, stride_k_col, stride_v_batch, stride_v_row, stride_v_col, offs_d, offs_dv, D, DV,
+    scale_log2, PRECISION: tl.constexpr,
+):  # fmt: skip
+    """Key slots ``offs_n`` of a query region's selected regions: keys, values, rows, columns, validity, and the
+    base-2 logits of the query tile ``q`` against them (absent keys at -inf)."""
+    k_row, k_col, k_ok = selected_keys(INDEX, b, region, offs_n, n_regions, topk, rh * rw, num_regions, rh, rw, H, W)
+    kk = load_rows(K, b * stride_k_batch + k_row * stride_k_row + k_col * stride_k_col + head * D, offs_d, k_ok, D)
+    vv = load_rows(V, b * stride_v_batch + k_row * stride_v_row + k_col * stride_v_col + head * DV, offs_dv, k_ok, DV)
+    s = tl.dot(q, tl.trans(kk), input_precision=PRECISION) * scale_log2
+    return kk, vv, k_row, k_col, k_ok, tl.where(k_ok[None, :], s, float("-inf"))
 
 
 @triton.jit(do_not_specialize=SHAPE_ARGS)
@@ -77,45 +111,31 @@ def routed_fwd_kernel(
     BLOCK_DV: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    region = tl.program_id(1)
-    bh = tl.program_id(2)
-    b = (bh // heads).to(tl.int64)
-    head = bh % heads
+    region, b, head = routed_program(heads)
     tokens = rh * rw
     n_regions = num_regions * num_regions
-
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
-    q_row, q_col = region_coords(region, offs_m, num_regions, rh, rw)
-    q_ok = (offs_m < tokens) & (q_row < H) & (q_col < W)
-    q = load_rows(Q, b * stride_q_batch + q_row * stride_q_row + q_col * stride_q_col + head * D, offs_d, q_ok, D)
+    q, q_row, q_col, q_ok = region_queries(
+        Q, b, head, region, offs_m, num_regions, rh, rw, H, W, stride_q_batch, stride_q_row, stride_q_col, offs_d, D
+    )
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
     for start_n in range(0, topk * tokens, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        k_row, k_col, k_ok = selected_keys(INDEX, b, region, offs_n, n_regions, topk, tokens, num_regions, rh, rw, H, W)
-        kk = load_rows(K, b * stride_k_batch + k_row * stride_k_row + k_col * stride_k_col + head * D, offs_d, k_ok, D)
-        vv = load_rows(
-            V, b * stride_v_batch + k_row * stride_v_row + k_col * stride_v_col + head * DV, offs_dv, k_ok, DV
-        )
-        s = tl.dot(q, tl.trans(kk), input_precision=PRECISION) * scale_log2
-        s = tl.where(k_ok[None, :], s, float("-inf"))
+        kk, vv, k_row, k_col, k_ok, s = routed_key_tile(
+            q, K, V, INDEX, b, head, region, offs_n, n_regions, topk, num_regions, rh, rw, H, W,
+            stride_k_batch, stride_k_row, stride_k_col, stride_v_batch, stride_v_row, stride_v_col, offs_d, offs_dv,
+            D, DV, scale_log2, PRECISION,
+        )  # fmt: skip
         m_i, l_i, acc = online_softmax_step(s, m_i, l_i, acc, vv, PRECISION)
 
     out, lse = finish_softmax(acc, m_i, l_i)
-    o_ptr = (
-        OUT
-        + b * stride_o_batch
-        + q_row[:, None] * stride_o_row
-        + q_col[:, None] * stride_o_col
-        + head * DV
-        + offs_dv[None, :]
-    )
-    tl.store(o_ptr, out.to(OUT.dtype.element_ty), mask=q_ok[:, None] & (offs_dv[None, :] < DV))
+    o_rows = b * stride_o_batch + q_row * stride_o_row + q_col * stride_o_col + head * DV
+    store_rows(OUT, o_rows, offs_dv, q_ok, DV, out)
     tl.store(LSE + ((b * H + q_row) * W + q_col) * heads + head, lse, mask=q_ok)
 
 
@@ -164,22 +184,17 @@ def routed_bwd_kernel(
     """One query tile of one region, in one of two passes that each recompute the probabilities (keeping the live
     state of either within the register file): ``QUERY_GRADS`` writes DQ, else DK and DV_OUT (contiguous fp32
     ``[B, H, W, C | Cv]``, zeroed) are accumulated atomically (regions are selected by many queries)."""
-    pid_m = tl.program_id(0)
-    region = tl.program_id(1)
-    bh = tl.program_id(2)
-    b = (bh // heads).to(tl.int64)
-    head = bh % heads
+    region, b, head = routed_program(heads)
     tokens = rh * rw
     n_regions = num_regions * num_regions
     c = heads * D
     cv = heads * DV
-
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
-    q_row, q_col = region_coords(region, offs_m, num_regions, rh, rw)
-    q_ok = (offs_m < tokens) & (q_row < H) & (q_col < W)
-    q = load_rows(Q, b * stride_q_batch + q_row * stride_q_row + q_col * stride_q_col + head * D, offs_d, q_ok, D)
+    q, q_row, q_col, q_ok = region_queries(
+        Q, b, head, region, offs_m, num_regions, rh, rw, H, W, stride_q_batch, stride_q_row, stride_q_col, offs_d, D
+    )
     do = load_rows(
         DO, b * stride_do_batch + q_row * stride_do_row + q_col * stride_do_col + head * DV, offs_dv, q_ok, DV
     )
@@ -190,13 +205,11 @@ def routed_bwd_kernel(
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     for start_n in range(0, topk * tokens, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        k_row, k_col, k_ok = selected_keys(INDEX, b, region, offs_n, n_regions, topk, tokens, num_regions, rh, rw, H, W)
-        kk = load_rows(K, b * stride_k_batch + k_row * stride_k_row + k_col * stride_k_col + head * D, offs_d, k_ok, D)
-        vv = load_rows(
-            V, b * stride_v_batch + k_row * stride_v_row + k_col * stride_v_col + head * DV, offs_dv, k_ok, DV
-        )
-        s = tl.dot(q, tl.trans(kk), input_precision=PRECISION) * scale_log2
-        s = tl.where(k_ok[None, :], s, float("-inf"))
+        kk, vv, k_row, k_col, k_ok, s = routed_key_tile(
+            q, K, V, INDEX, b, head, region, offs_n, n_regions, topk, num_regions, rh, rw, H, W,
+            stride_k_batch, stride_k_row, stride_k_col, stride_v_batch, stride_v_row, stride_v_col, offs_d, offs_dv,
+            D, DV, scale_log2, PRECISION,
+        )  # fmt: skip
         p, ds = softmax_backward(s, lse, delta, do, vv, PRECISION)
         if QUERY_GRADS:
             dq += tl.dot(ds.to(kk.dtype), kk, input_precision=PRECISION)

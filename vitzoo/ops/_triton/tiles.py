@@ -22,6 +22,19 @@ def load_rows(BASE, row_offsets, offs_d, row_ok, D):
 
 
 @triton.jit
+def token_rows(X, b, row, col, head, stride_batch, stride_row, stride_col, stride_head, offs, ok, size):
+    """One row per token of a ``[B, H, W, heads, size]`` tensor read through its strides; zeros where not ``ok``."""
+    return load_rows(X, b * stride_batch + row * stride_row + col * stride_col + head * stride_head, offs, ok, size)
+
+
+@triton.jit
+def store_rows(BASE, row_offsets, offs_d, row_ok, D, tile):
+    """Store a ``[rows, BLOCK_D]`` tile in ``BASE``'s dtype where :func:`load_rows` would read it."""
+    mask = row_ok[:, None] & (offs_d[None, :] < D)
+    tl.store(BASE + row_offsets[:, None] + offs_d[None, :], tile.to(BASE.dtype.element_ty), mask=mask)
+
+
+@triton.jit
 def online_softmax_step(s, m_i, l_i, acc, vv, PRECISION: tl.constexpr):
     """Fold one key tile's logits ``s`` and values ``vv`` into the running max, sum and output accumulator."""
     m_new = tl.maximum(m_i, tl.max(s, 1))

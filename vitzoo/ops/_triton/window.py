@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 from . import TileConfig, head_block, launch, tile_for
-from .tiles import LOG2E, finish_softmax, load_rows, online_softmax_step, softmax_backward
+from .tiles import LOG2E, finish_softmax, online_softmax_step, softmax_backward, store_rows, token_rows
 
 # map sizes and counts are not specialised on (== 1, multiple of 16): one compiled kernel serves every map size
 DBIAS_SLOTS = 16  # partial copies of the bias gradient, to spread the atomics of a launch
@@ -52,6 +52,71 @@ def window_tokens(win, pos, wh, ww, dh, dw, windows_per_row, H, W, sh, sw, SHIFT
         row = tl.where(row + sh >= H, row + sh - H, row + sh)
         col = tl.where(col + sw >= W, col + sw - W, col + sw)
     return row, col, region, real
+
+
+@triton.jit
+def window_program(heads, H, W, wh, ww, dh, dw, windows_per_row):
+    """This program's window (grid axis 1), image and head (axis 2), and whether the window holds padding only."""
+    win = tl.program_id(1)
+    bh = tl.program_id(2)
+    b = (bh // heads).to(tl.int64)
+    head = bh % heads
+    row0, col0 = token_coords(win, 0, wh, ww, dh, dw, windows_per_row)
+    return win, b, head, (row0 >= H) | (col0 >= W)
+
+
+@triton.jit
+def window_queries(
+    Q, b, head, win, offs_m, stride_q_batch, stride_q_row, stride_q_col, stride_q_head, offs_d, D,
+    H, W, N, wh, ww, dh, dw, windows_per_row, sh, sw, SHIFTED: tl.constexpr,
+):  # fmt: skip
+    """A query tile of a window: the queries, their stored rows and columns, roll regions and validity."""
+    q_row, q_col, q_region, q_real = window_tokens(win, offs_m, wh, ww, dh, dw, windows_per_row, H, W, sh, sw, SHIFTED)
+    q_ok = (offs_m < N) & q_real
+    q = token_rows(Q, b, q_row, q_col, head, stride_q_batch, stride_q_row, stride_q_col, stride_q_head, offs_d, q_ok, D)
+    return q, q_row, q_col, q_region, q_ok
+
+
+@triton.jit
+def window_queries_backward(
+    Q, DO, LSE, DELTA, b, head, win, offs_m, stride_q_batch, stride_q_row, stride_q_col, stride_q_head,
+    stride_do_batch, stride_do_row, stride_do_col, stride_do_head, offs_d, offs_dv, D, DV, heads,
+    H, W, N, wh, ww, dh, dw, windows_per_row, sh, sw, SHIFTED: tl.constexpr,
+):  # fmt: skip
+    """A query tile for the backward: :func:`window_queries` plus the output gradient, log-sum-exp and delta."""
+    q, q_row, q_col, q_region, q_ok = window_queries(
+        Q, b, head, win, offs_m, stride_q_batch, stride_q_row, stride_q_col, stride_q_head, offs_d, D,
+        H, W, N, wh, ww, dh, dw, windows_per_row, sh, sw, SHIFTED,
+    )  # fmt: skip
+    do = token_rows(
+        DO, b, q_row, q_col, head, stride_do_batch, stride_do_row, stride_do_col, stride_do_head, offs_dv, q_ok, DV
+    )
+    stat_off = ((b * H + q_row) * W + q_col) * heads + head
+    lse = tl.load(LSE + stat_off, mask=q_ok, other=float("inf"))  # padded queries get p = 0
+    delta = tl.load(DELTA + stat_off, mask=q_ok, other=0.0)
+    return q, do, lse, delta, q_row, q_col, q_region, q_ok
+
+
+@triton.jit
+def window_keys(
+    K, V, b, head, win, offs_n, window_empty,
+    stride_k_batch, stride_k_row, stride_k_col, stride_k_head, stride_v_batch, stride_v_row, stride_v_col,
+    stride_v_head, offs_d, offs_dv, D, DV,
+    H, W, N, wh, ww, dh, dw, windows_per_row, sh, sw, SHIFTED: tl.constexpr,
+):  # fmt: skip
+    """A key tile of a window: keys, values, stored rows and columns, roll regions, which slots hold real tokens
+    (``k_load``) and which keys may be attended (``k_ok``: real ones, or every slot of a window of padding only,
+    which attends unmasked as the reference does)."""
+    k_row, k_col, k_region, k_real = window_tokens(win, offs_n, wh, ww, dh, dw, windows_per_row, H, W, sh, sw, SHIFTED)
+    k_load = (offs_n < N) & k_real
+    k_ok = (offs_n < N) & (k_real | window_empty)
+    kk = token_rows(
+        K, b, k_row, k_col, head, stride_k_batch, stride_k_row, stride_k_col, stride_k_head, offs_d, k_load, D
+    )
+    vv = token_rows(
+        V, b, k_row, k_col, head, stride_v_batch, stride_v_row, stride_v_col, stride_v_head, offs_dv, k_load, DV
+    )
+    return kk, vv, k_row, k_col, k_region, k_load, k_ok
 
 
 @triton.jit
@@ -138,49 +203,26 @@ def window_fwd_kernel(
     PRECISION: tl.constexpr,
 ):
     # q/k/v/o last-dim stride is 1 (the wrapper guarantees it); LSE is a contiguous [B, H, W, heads] fp32 tensor
-    pid_m = tl.program_id(0)
-    win = tl.program_id(1)
-    bh = tl.program_id(2)
-    b = (bh // heads).to(tl.int64)
-    head = bh % heads
-
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    win, b, head, window_empty = window_program(heads, H, W, wh, ww, dh, dw, windows_per_row)
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
-    q_row, q_col, q_region, q_real = window_tokens(win, offs_m, wh, ww, dh, dw, windows_per_row, H, W, sh, sw, SHIFTED)
-    q_ok = (offs_m < N) & q_real
-    q = load_rows(
-        Q, b * stride_q_batch + q_row * stride_q_row + q_col * stride_q_col + head * stride_q_head, offs_d, q_ok, D
-    )
-
-    # a window of padding only (possible with dilation) attends unmasked, as the reference does
-    row0, col0 = token_coords(win, 0, wh, ww, dh, dw, windows_per_row)
-    window_empty = (row0 >= H) | (col0 >= W)
+    q, q_row, q_col, q_region, q_ok = window_queries(
+        Q, b, head, win, offs_m, stride_q_batch, stride_q_row, stride_q_col, stride_q_head, offs_d, D,
+        H, W, N, wh, ww, dh, dw, windows_per_row, sh, sw, SHIFTED,
+    )  # fmt: skip
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
     for start_n in range(0, N, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        k_row, k_col, k_region, k_real = window_tokens(
-            win, offs_n, wh, ww, dh, dw, windows_per_row, H, W, sh, sw, SHIFTED
-        )
-        k_load = (offs_n < N) & k_real
-        k_ok = (offs_n < N) & (k_real | window_empty)
-        kk = load_rows(
-            K,
-            b * stride_k_batch + k_row * stride_k_row + k_col * stride_k_col + head * stride_k_head,
-            offs_d,
-            k_load,
-            D,
-        )
-        vv = load_rows(
-            V,
-            b * stride_v_batch + k_row * stride_v_row + k_col * stride_v_col + head * stride_v_head,
-            offs_dv,
-            k_load,
-            DV,
-        )
+        kk, vv, _, _, k_region, _, k_ok = window_keys(
+            K, V, b, head, win, offs_n, window_empty,
+            stride_k_batch, stride_k_row, stride_k_col, stride_k_head, stride_v_batch, stride_v_row, stride_v_col,
+            stride_v_head, offs_d, offs_dv, D, DV,
+            H, W, N, wh, ww, dh, dw, windows_per_row, sh, sw, SHIFTED,
+        )  # fmt: skip
         s = window_logits(
             q,
             kk,
@@ -203,15 +245,8 @@ def window_fwd_kernel(
         m_i, l_i, acc = online_softmax_step(s, m_i, l_i, acc, vv, PRECISION)
 
     out, lse = finish_softmax(acc, m_i, l_i)
-    o_ptr = (
-        OUT
-        + b * stride_o_batch
-        + q_row[:, None] * stride_o_row
-        + q_col[:, None] * stride_o_col
-        + head * stride_o_head
-        + offs_dv[None, :]
-    )
-    tl.store(o_ptr, out.to(OUT.dtype.element_ty), mask=q_ok[:, None] & (offs_dv[None, :] < DV))
+    o_rows = b * stride_o_batch + q_row * stride_o_row + q_col * stride_o_col + head * stride_o_head
+    store_rows(OUT, o_rows, offs_dv, q_ok, DV, out)
     lse_off = ((b * H + q_row) * W + q_col) * heads + head
     tl.store(LSE + lse_off, lse, mask=q_ok)
 
@@ -278,49 +313,25 @@ def window_bwd_kernel(
 
     DQ/DK/DV_OUT are contiguous fp32 ``[B, H, W, heads, D | Dv]``; LSE and DELTA contiguous fp32 ``[B, H, W, heads]``.
     """
-    pid_n = tl.program_id(0)
-    win = tl.program_id(1)
-    bh = tl.program_id(2)
-    b = (bh // heads).to(tl.int64)
-    head = bh % heads
+    win, b, head, window_empty = window_program(heads, H, W, wh, ww, dh, dw, windows_per_row)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
-
-    row0, col0 = token_coords(win, 0, wh, ww, dh, dw, windows_per_row)
-    window_empty = (row0 >= H) | (col0 >= W)
-
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    k_row, k_col, k_region, k_real = window_tokens(win, offs_n, wh, ww, dh, dw, windows_per_row, H, W, sh, sw, SHIFTED)
-    k_load = (offs_n < N) & k_real
-    k_ok = (offs_n < N) & (k_real | window_empty)
-    kk = load_rows(
-        K, b * stride_k_batch + k_row * stride_k_row + k_col * stride_k_col + head * stride_k_head, offs_d, k_load, D
-    )
-    vv = load_rows(
-        V, b * stride_v_batch + k_row * stride_v_row + k_col * stride_v_col + head * stride_v_head, offs_dv, k_load, DV
-    )
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    kk, vv, k_row, k_col, k_region, k_load, k_ok = window_keys(
+        K, V, b, head, win, offs_n, window_empty,
+        stride_k_batch, stride_k_row, stride_k_col, stride_k_head, stride_v_batch, stride_v_row, stride_v_col,
+        stride_v_head, offs_d, offs_dv, D, DV,
+        H, W, N, wh, ww, dh, dw, windows_per_row, sh, sw, SHIFTED,
+    )  # fmt: skip
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_DV], tl.float32)
     for start_m in range(0, N, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
-        q_row, q_col, q_region, q_real = window_tokens(
-            win, offs_m, wh, ww, dh, dw, windows_per_row, H, W, sh, sw, SHIFTED
-        )
-        q_ok = (offs_m < N) & q_real
-        q = load_rows(
-            Q, b * stride_q_batch + q_row * stride_q_row + q_col * stride_q_col + head * stride_q_head, offs_d, q_ok, D
-        )
-        do = load_rows(
-            DO,
-            b * stride_do_batch + q_row * stride_do_row + q_col * stride_do_col + head * stride_do_head,
-            offs_dv,
-            q_ok,
-            DV,
-        )
-        stat_off = ((b * H + q_row) * W + q_col) * heads + head
-        lse = tl.load(LSE + stat_off, mask=q_ok, other=float("inf"))  # padded queries get p = 0
-        delta = tl.load(DELTA + stat_off, mask=q_ok, other=0.0)
-
+        q, do, lse, delta, q_row, q_col, q_region, q_ok = window_queries_backward(
+            Q, DO, LSE, DELTA, b, head, win, offs_m, stride_q_batch, stride_q_row, stride_q_col, stride_q_head,
+            stride_do_batch, stride_do_row, stride_do_col, stride_do_head, offs_d, offs_dv, D, DV, heads,
+            H, W, N, wh, ww, dh, dw, windows_per_row, sh, sw, SHIFTED,
+        )  # fmt: skip
         s = window_logits(
             q,
             kk,
@@ -377,54 +388,24 @@ def window_bwd_dq_kernel(
     PRECISION: tl.constexpr,
 ):  # fmt: skip
     """One query tile of one window (windows wider than a key tile): dQ written once, dbias added per slot."""
-    pid_m = tl.program_id(0)
-    win = tl.program_id(1)
-    bh = tl.program_id(2)
-    b = (bh // heads).to(tl.int64)
-    head = bh % heads
+    win, b, head, window_empty = window_program(heads, H, W, wh, ww, dh, dw, windows_per_row)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
-    row0, col0 = token_coords(win, 0, wh, ww, dh, dw, windows_per_row)
-    window_empty = (row0 >= H) | (col0 >= W)
-
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    q_row, q_col, q_region, q_real = window_tokens(win, offs_m, wh, ww, dh, dw, windows_per_row, H, W, sh, sw, SHIFTED)
-    q_ok = (offs_m < N) & q_real
-    q = load_rows(
-        Q, b * stride_q_batch + q_row * stride_q_row + q_col * stride_q_col + head * stride_q_head, offs_d, q_ok, D
-    )
-    do = load_rows(
-        DO,
-        b * stride_do_batch + q_row * stride_do_row + q_col * stride_do_col + head * stride_do_head,
-        offs_dv,
-        q_ok,
-        DV,
-    )
-    stat_off = ((b * H + q_row) * W + q_col) * heads + head
-    lse = tl.load(LSE + stat_off, mask=q_ok, other=float("inf"))  # padded queries get p = 0
-    delta = tl.load(DELTA + stat_off, mask=q_ok, other=0.0)
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    q, do, lse, delta, q_row, q_col, q_region, q_ok = window_queries_backward(
+        Q, DO, LSE, DELTA, b, head, win, offs_m, stride_q_batch, stride_q_row, stride_q_col, stride_q_head,
+        stride_do_batch, stride_do_row, stride_do_col, stride_do_head, offs_d, offs_dv, D, DV, heads,
+        H, W, N, wh, ww, dh, dw, windows_per_row, sh, sw, SHIFTED,
+    )  # fmt: skip
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     for start_n in range(0, N, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        k_row, k_col, k_region, k_real = window_tokens(
-            win, offs_n, wh, ww, dh, dw, windows_per_row, H, W, sh, sw, SHIFTED
-        )
-        k_load = (offs_n < N) & k_real
-        k_ok = (offs_n < N) & (k_real | window_empty)
-        kk = load_rows(
-            K,
-            b * stride_k_batch + k_row * stride_k_row + k_col * stride_k_col + head * stride_k_head,
-            offs_d,
-            k_load,
-            D,
-        )
-        vv = load_rows(
-            V,
-            b * stride_v_batch + k_row * stride_v_row + k_col * stride_v_col + head * stride_v_head,
-            offs_dv,
-            k_load,
-            DV,
-        )
+        kk, vv, _, _, k_region, _, k_ok = window_keys(
+            K, V, b, head, win, offs_n, window_empty,
+            stride_k_batch, stride_k_row, stride_k_col, stride_k_head, stride_v_batch, stride_v_row, stride_v_col,
+            stride_v_head, offs_d, offs_dv, D, DV,
+            H, W, N, wh, ww, dh, dw, windows_per_row, sh, sw, SHIFTED,
+        )  # fmt: skip
         s = window_logits(
             q,
             kk,
