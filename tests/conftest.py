@@ -104,7 +104,15 @@ def _leaves_no_process_state():
     pytest.fail(f"the test left process state changed: {details}")
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--reverse-order", action="store_true", help="run the collected tests last to first (order-dependence check)"
+    )
+
+
 def pytest_collection_modifyitems(config, items):
+    if config.getoption("--reverse-order"):
+        items.reverse()
     if torch.cuda.is_available():
         return
     skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
