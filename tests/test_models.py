@@ -266,11 +266,7 @@ def _deploy_create(name: str, shallow: bool, **kwargs) -> nn.Module:
         for parent in list(model.modules()):
             blocks = getattr(parent, "blocks", None)
             if isinstance(blocks, (nn.Sequential, nn.ModuleList)) and len(blocks) > 2:
-                parent.blocks = (
-                    type(blocks)(*list(blocks)[:2])
-                    if isinstance(blocks, nn.Sequential)
-                    else (nn.ModuleList(list(blocks)[:2]))
-                )
+                parent.blocks = blocks[:2]  # a slice keeps the container's type
     return model
 
 
