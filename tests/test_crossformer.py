@@ -17,7 +17,8 @@ VARIANTS = ["t", "s", "b", "l"]
 def brute_group_attention(attn: GroupAttention, x: torch.Tensor, lda: bool) -> torch.Tensor:
     """Group attention from its definition, token by token.
 
-    Global when ``min(H, W) <= G``: one group, the whole map. SDA: tokens in the same ``G x G`` tile. LDA with
+    When ``min(H, W) <= G``: SDA in ``min(H, W)`` tiles (the official dense-task rule). SDA: tokens in the same
+    ``G x G`` tile. LDA with
     interval ``I``: tokens in the same ``(G*I) x (G*I)`` tile with the same row and column residue mod ``I`` (on a
     ``(G*I) x (G*I)`` map, the official v1 reshape ``(G, H / G)``). Position inside a group: ``(a % tile) // step``.
     The bias of a pair is the DPB MLP evaluated on the pair's position offset.
@@ -25,7 +26,8 @@ def brute_group_attention(attn: GroupAttention, x: torch.Tensor, lda: bool) -> t
     b, h, w, c = x.shape
     g, heads = attn.group_size, attn.num_heads
     if min(h, w) <= g:
-        tile_h, tile_w, step = h, w, 1
+        tile_h = tile_w = min(h, w)
+        step = 1
     else:
         step = attn.interval if lda else 1
         tile_h = tile_w = g * step
@@ -51,8 +53,11 @@ def brute_group_attention(attn: GroupAttention, x: torch.Tensor, lda: bool) -> t
     return attn.proj(out.reshape(b, h, w, c))
 
 
+SIZES = {"exact": (6, 6), "padded": (7, 9), "padded-tall": (8, 4), "short": (3, 8), "global": (2, 2)}
+
+
 @pytest.mark.parametrize("lda", [False, True], ids=["sda", "lda"])
-@pytest.mark.parametrize("size", [(6, 6), (7, 9), (8, 4), (3, 8)], ids=["exact", "padded", "padded-tall", "global"])
+@pytest.mark.parametrize("size", list(SIZES.values()), ids=list(SIZES))
 def test_group_attention_matches_brute_force_grouping(seed, lda, size):
     # dim 64: a DPB width of 4 (a LayerNorm over fewer features would leave the bias nearly offset-independent)
     attn = GroupAttention(dim=64, num_heads=2, group_size=3, interval=2 if lda else 1).eval()

@@ -10,6 +10,7 @@ import torch.nn as nn
 import vitzoo  # noqa: F401
 from vitzoo.cli import main
 from vitzoo.export import FORMATS, ExportError, create_for_export, dynamic_min_side, export_model, export_program
+from vitzoo.models.crossformer import CrossFormer
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
 
@@ -57,10 +58,12 @@ def test_one_dynamic_program_serves_every_batch_and_size_as_exported_and_in_onnx
 
 
 def test_dynamic_export_below_a_models_range_is_refused_with_the_range(tmp_path):
-    model = create_for_export("vitzoo_crossformer_t", "exported")
-    assert dynamic_min_side(model) == 256  # at 224 the last stage is one whole-map group
-    with pytest.raises(ExportError, match=r"from 256x256 up .* got 224x224: pass a larger img_size, or export 224x224"):
-        export_model(model, "exported", (224, 224), tmp_path / "crossformer.pt2", dynamic=True)
+    assert dynamic_min_side(create_for_export("vitzoo_crossformer_t", "exported")) == 224
+    # groups of 9 in the last stage: its 7x7 and 8x8 maps at 224 and 256 take smaller groups than from 288 up
+    model = CrossFormer(embed_dim=32, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8), group_sizes=(7, 7, 7, 9))
+    assert dynamic_min_side(model) == 288
+    with pytest.raises(ExportError, match=r"from 288x288 up .* got 256x256: pass a larger img_size, or export 256x256"):
+        export_model(model, "exported", (256, 256), tmp_path / "crossformer.pt2", dynamic=True)
     assert not list(tmp_path.iterdir())
 
 

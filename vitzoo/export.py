@@ -8,8 +8,8 @@ the image height and width are symbolic (heights and widths stay multiples of th
 model's :func:`dynamic_min_side` up to 1024) and the file is also checked at another batch and a non-square size.
 
 A dynamic program holds one computation for every size it accepts. Where a model computes something of another
-shape below some size (CrossFormer's groups become one group of the whole map at 224), its ``dynamic_min_side``
-says from where on one program serves, and smaller sizes export with static shapes.
+shape below some size (a CrossFormer stage map shorter than its group size takes smaller groups), its
+``dynamic_min_side`` says from where on one program serves, and smaller sizes export with static shapes.
 
 Files are written next to their destination and moved into place, so a failed export never leaves a partial file.
 """

@@ -22,11 +22,13 @@ asserts the input size (v1 and the main branch, whose padding masks exist for th
 
 * any input ``H, W >= 32`` runs. The image is zero-padded at the bottom/right to a multiple of 4, an odd map
   before a merge to even, so stage ``i`` has ``ceil(H / 2**(i+2))`` rows. SDA pads the map to a multiple of ``G``
-  and LDA to a multiple of ``G * I`` (fixed ``I`` per stage, as the official detection / segmentation backbones
-  do), masking the padded keys; a stage with ``min(H, W) <= G`` attends over the whole ``H x W`` map. At 224 the
-  result is the official one (v1: 56 = 7 * 8, 28 = 7 * 4, 14 = 7 * 2, 7 global, no padding; CrossFormer++ pads
-  its 56 / 28 maps to 64 / 32 for LDA exactly as the official code does). Elsewhere the v1 classification code,
-  which ties the LDA interval to ``H / G``, cannot run at all; the official dense-task backbones group as here.
+  and LDA to a multiple of ``G * I`` (fixed ``G`` and ``I`` per stage, as the CrossFormer++ code does), masking the
+  padded keys. A stage with ``min(H, W) <= G`` takes SDA groups of ``min(H, W)`` as the official detection /
+  segmentation backbones do (the whole map when it is square). At 224 the result is the official one (v1: 56 =
+  7 * 8, 28 = 7 * 4, 14 = 7 * 2, 7 global, no padding; CrossFormer++ pads its 56 / 28 maps to 64 / 32 for LDA
+  exactly as the official code does). Elsewhere the v1 classification code, which ties the LDA interval to
+  ``H / G``, cannot run at all; the v1 dense-task backbones keep ``I`` and let LDA groups grow to
+  ``(Hp / I) x (Wp / I)`` tokens, where these stay ``G x G``.
 * the DPB is evaluated for the group size in use at run time instead of being stored for one size, so official
   checkpoints' ``biases`` / ``relative_position_index`` buffers are dropped by :func:`checkpoint_filter_fn`;
 * SDA and LDA go through :func:`vitzoo.ops.window_attention` (LDA = a window of ``G`` with dilation ``I``);
@@ -46,7 +48,7 @@ from timm.models import generate_default_cfgs, register_model
 
 from ..hub import convert_checkpoint
 from ..layers.dpb import DynamicPosBias
-from ..ops import known_true, padded_size, window_attention
+from ..ops import known_true, padded_size, size_min, window_attention
 from ._contract import DownsampleStage, HierarchicalBackbone, drop_path_rates, side_beyond
 from ._factory import create_backbone, imagenet_cfg
 from ._papers import PAPERS
@@ -68,9 +70,17 @@ def pad_to_multiple(x: torch.Tensor, stride: int) -> torch.Tensor:
 
 @register_notrace_function  # FX cannot trace the comparison of the map with the group size; it records one call
 def group_layout(h: int, w: int, group_size: int, interval: int) -> tuple[tuple[int, int], int]:
-    """(group height and width, interval) on an ``h x w`` map: the whole map when ``min(h, w) <= group_size``."""
-    if min(h, w) <= group_size:
-        return (h, w), 1
+    """(group height and width, interval) on an ``h x w`` map: SDA groups of ``min(h, w)`` when that is at most
+    ``group_size`` (the official dense-task rule), else ``group_size`` groups with the stage's interval."""
+    shorter = size_min(h, w)
+    # decided from the sizes' ranges where they decide it, so that a dynamic-shape trace adds no guard: a map that
+    # is never smaller than G takes G x G groups at either side of the rule when the interval is 1
+    if known_true(shorter > group_size):
+        return (group_size, group_size), interval
+    if interval == 1 and known_true(shorter >= group_size):
+        return (group_size, group_size), 1
+    if shorter <= group_size:
+        return (shorter, shorter), 1
     return (group_size, group_size), interval
 
 
@@ -108,7 +118,8 @@ class GroupAttention(nn.Module):
     """Multi-head attention inside groups with a dynamic position bias; ``[B, H, W, C]`` in and out.
 
     ``interval == 1`` is SDA (groups of ``G x G`` adjacent tokens); ``interval = I > 1`` is LDA (``G x G`` tokens
-    ``I`` apart, i.e. a ``G`` window with dilation ``I``). When ``min(H, W) <= G`` the group is the whole map.
+    ``I`` apart, i.e. a ``G`` window with dilation ``I``). When ``min(H, W) <= G`` the groups are SDA groups of
+    ``min(H, W)`` (see :func:`group_layout`).
     """
 
     def __init__(
@@ -206,9 +217,10 @@ class CrossFormer(HierarchicalBackbone):
         super().__init__(num_classes, in_chans, global_pool, drop_rate)
         dims = [embed_dim * 2**i for i in range(len(depths))]
         dpr = drop_path_rates(drop_path_rate, depths)
-        # a stage whose shorter side is at most the group size is one group of the whole map (group_layout): a
-        # different computation, so a dynamic-shape export starts above it (see vitzoo.export)
-        self.dynamic_min_side = side_beyond(group_sizes)
+        # a stage whose shorter side is below the group size (or, with LDA, not above it) takes smaller groups
+        # (group_layout): a different computation, so a dynamic-shape export starts where no stage does (see
+        # vitzoo.export): a map of side >= G means larger than G - 1 for an SDA-only stage
+        self.dynamic_min_side = side_beyond([g - (i == 1) for g, i in zip(group_sizes, intervals)])
         self.stem = CrossScaleEmbed(in_chans, embed_dim, stem_kernels, stride=4, norm_first=False)
         stages, self.feature_info = [], []
         for i, (dim, depth) in enumerate(zip(dims, depths)):
