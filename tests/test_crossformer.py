@@ -128,6 +128,21 @@ def test_padded_input_with_padding_only_lda_windows_is_finite(seed):
     assert feats.shape == (2, 64, 13, 10) and torch.isfinite(feats).all()
 
 
+@pytest.mark.parametrize("interval, low", [(1, 7), (2, 8)], ids=["sda-from-G", "lda-above-G"])
+def test_a_dynamic_shape_trace_of_group_attention_equals_eager_at_every_size(interval, low, seed):
+    """One ``torch.export`` program of a group attention (a CrossFormer stage in a dynamic ``vitzoo export``) over
+    maps from ``low`` up: an SDA stage from ``G`` (its ``G x G`` map, 7x7 at 224, takes ``G x G`` groups like every
+    larger one), an LDA stage from above ``G``. Equal to eager at the traced size, at padded and non-square ones."""
+    from dynamic_trace import export_once
+
+    attn = GroupAttention(dim=32, num_heads=2, group_size=7, interval=interval).eval()
+    program = export_once(attn, torch.randn(2, low, low, 32), {1: (low, 32), 2: (low, 32)})
+    with torch.no_grad():
+        for h, w in [(low, low), (low, low + 3), (low + 9, low), (16, 23)]:
+            x = torch.randn(2, h, w, 32)
+            torch.testing.assert_close(program(x), attn(x), atol=1e-5, rtol=1e-5, msg=f"at {h}x{w}")
+
+
 def test_official_sizes_need_no_padding():
     """At 224 every stage map divides by G * I (the official grouping): 56 = 7*8, 28 = 7*4, 14 = 7*2, 7 global."""
     with torch.device("meta"):
