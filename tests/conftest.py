@@ -9,8 +9,10 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-# Keep CPU runs deterministic and within the 2-core budget.
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Keep CPU runs deterministic and within the 2-core budget: with pytest-xdist's workers (``make test`` runs two),
+# the cores are shared among them, since more threads than cores make every worker wait on the others
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1) // _WORKERS))
 
 
 @pytest.fixture
