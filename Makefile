@@ -39,11 +39,13 @@ demo: $(VENV)/.mm
 	@echo "overlays:   $(DEMO_DIR)/overlays/"
 	@$(PY) tools/final_metric.py $(DEMO_DIR) --key mIoU
 
+# Two pytest-xdist workers, a test file each at a time (a file's fixtures are built once), one core each.
+XDIST := -n 2 --dist loadfile
 test: $(VENV)/.dev
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q $(XDIST) tests
 
 test-slow: $(VENV)/.dev
-	$(PY) -m pytest -q -m slow tests
+	$(PY) -m pytest -q $(XDIST) -m slow tests
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check vitzoo tests tools benchmarks

@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import pathlib
+import re
 
 import pytest
 import timm
@@ -75,13 +76,17 @@ def test_the_card_is_hub_metadata_with_this_conversions_parity(converted, van_ch
     assert card.data.library_name == "timm" and card.data.license == "apache-2.0"
     assert hashlib.sha256(van_checkpoint.read_bytes()).hexdigest() in card.text
     assert "timm.create_model('hf-hub:vitzoo/vitzoo_van_b0.official_in1k', pretrained=True)" in card.text
-    assert "max abs difference 0.0e+00" in card.text
+    # the same weights in another file: equal logits up to the order the kernels sum in (which the thread count
+    # and the tensors' alignment decide)
+    diff = re.search(r"max abs difference (\S+) \(logits up to (\S+)\)", card.text)
+    assert diff and float(diff[1]) <= 1e-6 * float(diff[2].rstrip("),")), card.text
 
 
 def test_the_cli_reports_the_reload_difference(converted_and_printed):
     out, printed = converted_and_printed
     assert f"wrote {out}" in printed and "reloaded offline as hf-hub:vitzoo/vitzoo_van_b0.official_in1k" in printed
-    assert "max abs logit difference 0 " in printed
+    diff = re.search(r"logit difference (\S+) to the checkpoint loaded directly \(logits up to ([^,]+),", printed)
+    assert diff and float(diff[1]) <= 1e-6 * float(diff[2]), printed
 
 
 def test_a_folder_that_reloads_differently_is_not_written(van_checkpoint, tmp_path, monkeypatch):
