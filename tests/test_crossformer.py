@@ -18,9 +18,9 @@ def brute_group_attention(attn: GroupAttention, x: torch.Tensor, lda: bool) -> t
     """Group attention from its definition, token by token.
 
     When ``min(H, W) <= G``: SDA in ``min(H, W)`` tiles (the official dense-task rule). SDA: tokens in the same
-    ``G x G`` tile. LDA with
-    interval ``I``: tokens in the same ``(G*I) x (G*I)`` tile with the same row and column residue mod ``I`` (on a
-    ``(G*I) x (G*I)`` map, the official v1 reshape ``(G, H / G)``). Position inside a group: ``(a % tile) // step``.
+    ``G x G`` tile. LDA with interval ``I``: tokens in the same ``(G*I) x (G*I)`` tile with the same row and column
+    residue mod ``I`` (on a ``(G*I) x (G*I)`` map, the official v1 reshape ``(G, H / G)``). Position inside a group:
+    ``(a % tile) // step``.
     The bias of a pair is the DPB MLP evaluated on the pair's position offset.
     """
     b, h, w, c = x.shape

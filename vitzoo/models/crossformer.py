@@ -217,9 +217,9 @@ class CrossFormer(HierarchicalBackbone):
         super().__init__(num_classes, in_chans, global_pool, drop_rate)
         dims = [embed_dim * 2**i for i in range(len(depths))]
         dpr = drop_path_rates(drop_path_rate, depths)
-        # a stage whose shorter side is below the group size (or, with LDA, not above it) takes smaller groups
-        # (group_layout): a different computation, so a dynamic-shape export starts where no stage does (see
-        # vitzoo.export): a map of side >= G means larger than G - 1 for an SDA-only stage
+        # a stage map shorter than G (with LDA: not longer than G) takes other groups (group_layout), a different
+        # computation, so a dynamic-shape export starts where no stage does (see vitzoo.export); an SDA-only stage
+        # needs sides >= G, i.e. beyond G - 1
         self.dynamic_min_side = side_beyond([g - (i == 1) for g, i in zip(group_sizes, intervals)])
         self.stem = CrossScaleEmbed(in_chans, embed_dim, stem_kernels, stride=4, norm_first=False)
         stages, self.feature_info = [], []
