@@ -10,8 +10,14 @@ from test_checkpoints import random_official_state_dict
 
 import vitzoo  # noqa: F401
 from vitzoo.layers import SwinWindowBlock
-from vitzoo.layers.global_attn import FocusedLinearAttention2d, InLineAttention2d, resize_agent_table
-from vitzoo.models._linear_mixers import GlobalMixerBlock, expand_attn_types
+from vitzoo.layers.global_attn import (
+    FocusedLinearAttention2d,
+    InLineAttention2d,
+    focused_feature_map,
+    resize_agent_table,
+    resize_positional_encoding,
+)
+from vitzoo.models._linear_mixers import GlobalMixerBlock, expand_attn_types, resize_relative_position_table
 
 
 def _layout(model) -> list[str]:
@@ -111,6 +117,30 @@ def test_agent_table_resize_is_the_official_linear_interpolation(seed):
     table = torch.randn(1, 3, 56, 1, 9)  # ha_bias: [1, heads, H, 1, agents]
     official = F.interpolate(table.squeeze(0).squeeze(-2).permute(0, 2, 1), size=72, mode="linear")
     torch.testing.assert_close(resize_agent_table(table, 2, 72), official.permute(0, 2, 1).unsqueeze(0).unsqueeze(-2))
+
+
+def test_float64_focusing_and_table_resizes_compute_in_float64(seed):
+    """Half inputs are upcast to float32 in these helpers; float64 must not be rounded through float32 on the way
+    (it was, which left vitzoo's FLatten models 1e-7 from the official code in float64)."""
+    x, scale = torch.randn(2, 49, 32, dtype=torch.float64), torch.randn(1, 1, 32, dtype=torch.float64)
+    t = (F.relu(x) + 1e-6) / F.softplus(scale)
+    want = t**3 * t.norm(dim=-1, keepdim=True) / (t**3).norm(dim=-1, keepdim=True)
+    torch.testing.assert_close(focused_feature_map(x, scale, 3.0), want, atol=1e-13, rtol=1e-13)
+
+    table = torch.randn(1, 3, 9, 56, 1, dtype=torch.float64)
+    want = F.interpolate(table.squeeze(0).squeeze(-1), size=72, mode="linear").unsqueeze(0).unsqueeze(-1)
+    torch.testing.assert_close(resize_agent_table(table, 3, 72), want, atol=1e-13, rtol=1e-13)
+
+    pe = torch.randn(1, 7 * 7, 16, dtype=torch.float64)
+    grid = pe.reshape(1, 7, 7, 16).permute(0, 3, 1, 2)
+    want = F.interpolate(grid, size=(9, 9), mode="bicubic", align_corners=False).flatten(2).transpose(1, 2)
+    torch.testing.assert_close(resize_positional_encoding(pe, (7, 7), (9, 9)), want, atol=1e-13, rtol=1e-13)
+
+    rel = torch.randn(13 * 13, 3, dtype=torch.float64)
+    want = F.interpolate(rel.t().reshape(1, 3, 13, 13), size=(17, 17), mode="bicubic", align_corners=False)
+    torch.testing.assert_close(
+        resize_relative_position_table(rel, 17 * 17), want.reshape(3, -1).t(), atol=1e-13, rtol=1e-13
+    )
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float16, 0.01), (torch.bfloat16, 0.05)])

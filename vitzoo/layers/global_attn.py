@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import register_notrace_module, trunc_normal_
 
-from ..ops import adaptive_avg_pool_hw, agent_attention, known_true, linear_attention
+from ..ops import accumulation_dtype, adaptive_avg_pool_hw, agent_attention, known_true, linear_attention
 
 __all__ = [
     "AgentAttention2d",
@@ -53,7 +53,9 @@ def resize_agent_table(table: torch.Tensor, axis: int, length: int) -> torch.Ten
         return table
     moved = table.movedim(axis, -1)  # ..., L
     shape = list(moved.shape[:-1]) + [length]
-    out = F.interpolate(moved.reshape(1, -1, moved.shape[-1]).float(), size=length, mode="linear")
+    out = F.interpolate(
+        moved.reshape(1, -1, moved.shape[-1]).to(accumulation_dtype(table.dtype)), size=length, mode="linear"
+    )
     return out.to(table.dtype).reshape(shape).movedim(-1, axis)
 
 
@@ -63,7 +65,8 @@ def resize_positional_encoding(pe: torch.Tensor, base_size: tuple[int, int], siz
         return pe
     c = pe.shape[-1]
     grid = pe.reshape(1, base_size[0], base_size[1], c).permute(0, 3, 1, 2)  # 1, C, h0, w0
-    grid = F.interpolate(grid.float(), size=size, mode="bicubic", align_corners=False).to(pe.dtype)
+    grid = F.interpolate(grid.to(accumulation_dtype(pe.dtype)), size=size, mode="bicubic", align_corners=False)
+    grid = grid.to(pe.dtype)
     return grid.flatten(2).transpose(1, 2)  # 1, h*w, C
 
 
@@ -258,10 +261,11 @@ class InLineAttention2d(GlobalAttention2d):
 def focused_feature_map(x: torch.Tensor, scale: torch.Tensor, focusing_factor: float) -> torch.Tensor:
     """FLatten's focusing map ``f(t) = t^p * ||t|| / ||t^p||`` of ``t = (ReLU(x) + 1e-6) / softplus(scale)``.
 
-    Norms run over all channels (before the head split), as in the official code. Computed in float32: ``t^3``
-    leaves float16's range for ordinary activations, and that was FLatten's reported float16 NaN.
+    Norms run over all channels (before the head split), as in the official code. Half inputs are computed in
+    float32: ``t^3`` leaves float16's range for ordinary activations, and that was FLatten's reported float16 NaN.
     """
-    t = (F.relu(x.float()) + 1e-6) / F.softplus(scale.float())
+    acc = accumulation_dtype(x.dtype)
+    t = (F.relu(x.to(acc)) + 1e-6) / F.softplus(scale.to(acc))
     powered = t**focusing_factor
     return (powered * (t.norm(p=2, dim=-1, keepdim=True) / powered.norm(p=2, dim=-1, keepdim=True))).to(x.dtype)
 

@@ -25,6 +25,7 @@ from ..layers.global_attn import (
     resize_agent_table,
     resize_positional_encoding,
 )
+from ..ops import accumulation_dtype
 from ._factory import imagenet_cfg
 from ._papers import PAPERS
 
@@ -173,7 +174,7 @@ def fit_resolution_tables(state_dict: dict[str, torch.Tensor], model: nn.Module)
 def resize_relative_position_table(table: torch.Tensor, length: int) -> torch.Tensor:
     """Swin's ``[(2w - 1)^2, heads]`` bias table for another window, resized bicubically as the official loaders do."""
     old, new = math.isqrt(table.shape[0]), math.isqrt(length)
-    grid = table.t().reshape(1, table.shape[1], old, old).float()
+    grid = table.t().reshape(1, table.shape[1], old, old).to(accumulation_dtype(table.dtype))
     grid = F.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False)
     return grid.reshape(table.shape[1], length).t().to(table.dtype)
 

@@ -26,7 +26,7 @@ from timm.layers import register_notrace_function, trunc_normal_
 from timm.models import register_model
 
 from ..hub import convert_checkpoint
-from ..ops import known_true
+from ..ops import accumulation_dtype, known_true
 from ._contract import DownsampleStage, HierarchicalBackbone, drop_path_rates, stage_sizes
 from ._factory import create_backbone
 from ._linear_mixers import (
@@ -54,7 +54,8 @@ def resize_pos_embed(
     if known_true(base_size[0] == size[0]) and known_true(base_size[1] == size[1]):  # else identity at equal size
         return pos_embed
     grid = pos_embed.reshape(1, base_size[0], base_size[1], -1).permute(0, 3, 1, 2)  # 1, C, h0, w0
-    grid = F.interpolate(grid.float(), size=size, mode=mode, align_corners=False).to(pos_embed.dtype)
+    grid = F.interpolate(grid.to(accumulation_dtype(pos_embed.dtype)), size=size, mode=mode, align_corners=False)
+    grid = grid.to(pos_embed.dtype)
     return grid.flatten(2).transpose(1, 2)  # 1, h*w, C
 
 

@@ -8,7 +8,7 @@ order) that can run the inputs; ``VITZOO_DISABLE_<BACKEND>=1`` or :func:`disable
 from timm.layers import register_notrace_function
 
 from . import agent, halo, linear, magnitude, neighborhood, routed, sampled, window
-from ._common import adaptive_avg_pool_hw, crop_hw, known_true, padded_size, size_min, symbolic
+from ._common import accumulation_dtype, adaptive_avg_pool_hw, crop_hw, known_true, padded_size, size_min, symbolic
 from ._dispatch import BackendUnavailable, disable_backends, is_disabled, use_backend
 from .agent import agent_attention
 from .halo import halo_attention
@@ -40,6 +40,7 @@ for _op_package in (agent, halo, linear, magnitude, neighborhood, routed, sample
 
 __all__ = [
     "BackendUnavailable",
+    "accumulation_dtype",
     "adaptive_avg_pool_hw",
     "agent_attention",
     "disable_backends",

@@ -1,0 +1,235 @@
+"""Logit parity of every vitzoo model with the official implementation, in fp32 and fp64: regenerates
+``results/official_parity.json``.
+
+For each model both implementations are built, the official one's parameters and BatchNorm statistics are drawn at
+random (:func:`randomise`), its ``state_dict`` is loaded into the vitzoo model through that model's own
+``checkpoint_filter_fn`` (the path an official checkpoint takes, strict), and both run, in eval mode, the same random
+batch of two at the model's default input size, on the CPU, first in fp32 and then converted to fp64. The fp64
+difference tells an implementation difference (an eps, an order of operations that changes the result) from
+rounding: rounding leaves ~1e-15 there.
+
+Pass the official checkouts (see ``official_models.py`` for the repositories, commits and their extra packages);
+families without a checkout are skipped, and ``--models`` selects by fnmatch pattern. Without ``--out``, results
+are merged into the committed JSON, replacing the rows that were measured again::
+
+    python benchmarks/official_parity.py --van ../VAN-Classification --agent ../Agent-Attention ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fnmatch
+import importlib
+import json
+import math
+import platform
+import subprocess
+import sys
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn as nn
+from official_models import (
+    OFFICIAL_NAMES,
+    register_official_biformer,
+    register_official_crossformer,
+    register_official_crossformer_pp,
+    register_official_cswin,
+    register_official_linear,
+    register_official_mala,
+    register_official_van,
+    register_official_vitaev2_vsa,
+)
+
+import vitzoo  # noqa: F401  (registers the vitzoo models)
+from vitzoo.benchmark import write_json_atomic
+
+RESULTS = Path(__file__).parent / "results" / "official_parity.json"
+BATCH = 2
+# option (and the vitzoo-name prefix it serves) -> (the registration it calls, the checkout on GitHub)
+CHECKOUTS = {
+    "van": (register_official_van, "Visual-Attention-Network/VAN-Classification"),
+    "biformer": (register_official_biformer, "rayleizhu/BiFormer"),
+    "cswin": (register_official_cswin, "microsoft/CSWin-Transformer"),
+    "vitaev2_vsa": (register_official_vitaev2_vsa, "ViTAE-Transformer/ViTAE-VSA"),
+    "crossformer": (register_official_crossformer, "cheerss/CrossFormer"),
+    "crossformer_pp": (register_official_crossformer_pp, "cheerss/CrossFormer"),
+    "mala": (register_official_mala, "qhfan/MALA"),
+    "agent": (lambda repo: register_official_linear(repo, "agent"), "LeapLabTHU/Agent-Attention"),
+    "inline": (lambda repo: register_official_linear(repo, "inline"), "LeapLabTHU/InLine"),
+    "flatten": (lambda repo: register_official_linear(repo, "flatten"), "LeapLabTHU/FLatten-Transformer"),
+}
+_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
+_WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d)
+_DESCRIPTION = (
+    "Largest absolute logit difference between vitzoo and the official implementation (benchmarks/official_parity.py):"
+    " both in eval mode with the same random weights (the official state_dict, loaded into vitzoo through its "
+    "checkpoint_filter_fn, strict), the same random normal batch of two at the model's default input size "
+    "(`input`), on the CPU, in fp32 (`max_abs_diff`) and again after converting both models and the input to fp64 "
+    "(`max_abs_diff_fp64`). Weights: linear and convolution weights normal with std 1/sqrt(fan-in), biases normal "
+    "with std 0.1, norm scales uniform in [0.5, 1.5], every other parameter (position tables and embeddings, layer "
+    "scales, agent biases, learned scales) normal with std 0.3; BatchNorm running means normal with std 0.1 and "
+    "variances uniform in [0.5, 1.5]. `official` is the checkout and its commit."
+)
+
+
+def _family(name: str) -> str:
+    """The ``CHECKOUTS`` key that serves a vitzoo model."""
+    stem = name.removeprefix("vitzoo_")
+    for key in sorted(CHECKOUTS, key=len, reverse=True):  # crossformer_pp before crossformer
+        if stem.startswith(f"{key}_"):
+            return key
+    raise KeyError(name)
+
+
+def randomise(model: nn.Module, generator: torch.Generator) -> None:
+    """Draw every floating parameter and BatchNorm statistic so that each one changes the output."""
+    with torch.no_grad():
+        for module in model.modules():
+            for name, param in module.named_parameters(recurse=False):
+                if not param.is_floating_point():
+                    continue
+                if isinstance(module, _WEIGHTED) and name == "weight":
+                    fan_in = param[0].numel() if not isinstance(module, nn.ConvTranspose2d) else param[:, 0].numel()
+                    value = torch.randn(param.shape, generator=generator) / math.sqrt(fan_in)
+                elif isinstance(module, _NORMS) and name == "weight":
+                    value = torch.rand(param.shape, generator=generator) + 0.5
+                elif name == "bias":
+                    value = torch.randn(param.shape, generator=generator) * 0.1
+                else:
+                    value = torch.randn(param.shape, generator=generator) * 0.3
+                param.copy_(value)
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
+                module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=generator) * 0.1)
+                module.running_var.copy_(torch.rand(module.running_var.shape, generator=generator) + 0.5)
+
+
+def _load_official_state(model: nn.Module, state_dict: dict) -> None:
+    """Load an official ``state_dict`` the way ``pretrained=True`` loads an official checkpoint: through the
+    defining module's ``checkpoint_filter_fn``, strictly."""
+    filter_fn = importlib.import_module(type(model).__module__).checkpoint_filter_fn
+    missing, unexpected = model.load_state_dict(filter_fn(state_dict, model), strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f"{type(model).__name__}: missing keys {missing}, unexpected keys {unexpected}")
+
+
+def _max_abs_diff(official: nn.Module, ours: nn.Module, x: torch.Tensor) -> tuple[float, float]:
+    with torch.inference_mode():
+        want, got = official(x), ours(x)
+    if want.shape != got.shape:
+        raise RuntimeError(f"logit shapes differ: official {tuple(want.shape)}, vitzoo {tuple(got.shape)}")
+    return (want - got).abs().max().item(), want.abs().max().item()
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _drawn_state(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """What :func:`randomise` drew: the parameters and the BatchNorm statistics. Other buffers are constants the
+    model computes while it is built (RoPE angles, masks), which an fp64 build computes in fp64 itself."""
+    yield from model.named_parameters()
+    for prefix, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
+            yield f"{prefix}.running_mean", module.running_mean
+            yield f"{prefix}.running_var", module.running_var
+
+
+def _build_pair(name: str, official_state: dict | None, generator: torch.Generator) -> tuple[nn.Module, nn.Module]:
+    """The official model (randomised, or given ``official_state``) and the vitzoo model loaded from it."""
+    official = timm.create_model(OFFICIAL_NAMES[name]).eval()
+    if official_state is None:
+        randomise(official, generator)
+    else:
+        missing, unexpected = official.load_state_dict(official_state, strict=False)
+        if unexpected or set(missing) - {key for key, _ in official.named_buffers()}:
+            raise RuntimeError(f"{name}: the drawn state does not fit the official model: {missing} {unexpected}")
+    ours = timm.create_model(name).eval()
+    _load_official_state(ours, official.state_dict())
+    return official, ours
+
+
+def compare(name: str, official_source: str) -> dict:
+    """One row of the results: build both models, share random weights, compare fp32 and fp64 logits.
+
+    The fp64 pair is built under fp64 as the default dtype, so that constants both implementations compute while
+    they are built (RoPE angles, sampling grids, position tables) are fp64 too, not fp32 values converted later.
+    """
+    generator = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+    official, ours = _build_pair(name, None, generator)
+    size = ours.pretrained_cfg["input_size"]
+    x = torch.randn((BATCH, *size), generator=generator)
+    fp32, max_logit = _max_abs_diff(official, ours, x)
+    state = {key: value.double() if value.is_floating_point() else value for key, value in _drawn_state(official)}
+    del official, ours
+    with _default_dtype(torch.float64):
+        official, ours = _build_pair(name, state, generator)
+        fp64, _ = _max_abs_diff(official, ours, x.double())
+    return {
+        "max_abs_diff": fp32,
+        "max_abs_diff_fp64": fp64,
+        "max_abs_logit": max_logit,
+        "input": f"{BATCH}x{'x'.join(map(str, size))} random normal",
+        "official": official_source,
+    }
+
+
+def _commit(repo: Path) -> str:
+    result = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "--short=7", "HEAD"], capture_output=True, text=True, check=False
+    )
+    return result.stdout.strip() if result.returncode == 0 else "unknown commit"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    for key, (_, github) in CHECKOUTS.items():
+        parser.add_argument(f"--{key.replace('_', '-')}", type=Path, metavar="CHECKOUT", help=f"a {github} checkout")
+    parser.add_argument("--models", nargs="+", default=["vitzoo_*"], help="fnmatch patterns (default: all)")
+    parser.add_argument("--out", type=Path, help=f"write only the measured rows here (default: merge into {RESULTS})")
+    args = parser.parse_args(argv)
+
+    sources = {}
+    for key, (register, github) in CHECKOUTS.items():
+        repo = getattr(args, key)
+        if repo is not None:
+            register(repo)
+            sources[key] = f"{github}@{_commit(repo)}"
+    names = [
+        name
+        for name in OFFICIAL_NAMES
+        if _family(name) in sources and any(fnmatch.fnmatch(name, pattern) for pattern in args.models)
+    ]
+    if not names:
+        parser.error("no model to compare: pass the official checkouts of the families --models selects")
+
+    torch.manual_seed(0)  # module constructors that draw their own initial values
+    results = {}
+    for name in names:
+        results[name] = compare(name, sources[_family(name)])
+        row = results[name]
+        print(
+            f"{name:28s} {row['input']:28s} fp32 {row['max_abs_diff']:.1e}  fp64 {row['max_abs_diff_fp64']:.1e}  "
+            f"max |logit| {row['max_abs_logit']:.2f}",
+            flush=True,
+        )
+    out = args.out or RESULTS
+    if args.out is None and RESULTS.exists():
+        results = {**json.loads(RESULTS.read_text())["results"], **results}
+    meta = {"torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version()}
+    write_json_atomic(out, {"description": _DESCRIPTION, "meta": meta, "results": results})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
