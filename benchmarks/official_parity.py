@@ -1,12 +1,13 @@
 """Logit parity of every vitzoo model with the official implementation, in fp32 and fp64: regenerates
 ``results/official_parity.json``.
 
-For each model both implementations are built, the official one's parameters and BatchNorm statistics are drawn at
-random (:func:`randomise`), its ``state_dict`` is loaded into the vitzoo model through that model's own
+For each model both implementations are built. The official one's parameters are drawn at random
+(:func:`randomise`) and its BatchNorm statistics are estimated on a random batch
+(:func:`estimate_batchnorm_statistics`). Its ``state_dict`` is loaded into the vitzoo model through that model's own
 ``checkpoint_filter_fn`` (the path an official checkpoint takes, strict), and both run, in eval mode, the same random
-batch of two at the model's default input size, on the CPU, first in fp32 and then converted to fp64. The fp64
-difference tells an implementation difference (an eps, an order of operations that changes the result) from
-rounding: rounding leaves ~1e-15 there.
+batch of two at the model's default input size, on the CPU, in fp32 and again in fp64. The fp64 difference tells an
+implementation difference (an eps, an order of operations that changes the result) from rounding: rounding leaves
+~1e-15 relative to the logits there.
 
 Pass the official checkouts (see ``official_models.py`` for the repositories, commits and their extra packages);
 families without a checkout are skipped, and ``--models`` selects by fnmatch pattern. Without ``--out``, results
@@ -69,11 +70,13 @@ _DESCRIPTION = (
     "Largest absolute logit difference between vitzoo and the official implementation (benchmarks/official_parity.py):"
     " both in eval mode with the same random weights (the official state_dict, loaded into vitzoo through its "
     "checkpoint_filter_fn, strict), the same random normal batch of two at the model's default input size "
-    "(`input`), on the CPU, in fp32 (`max_abs_diff`) and again after converting both models and the input to fp64 "
-    "(`max_abs_diff_fp64`). Weights: linear and convolution weights normal with std 1/sqrt(fan-in), biases normal "
-    "with std 0.1, norm scales uniform in [0.5, 1.5], every other parameter (position tables and embeddings, layer "
-    "scales, agent biases, learned scales) normal with std 0.3; BatchNorm running means normal with std 0.1 and "
-    "variances uniform in [0.5, 1.5]. `official` is the checkout and its commit."
+    "(`input`), on the CPU, in fp32 (`max_abs_diff`) and in fp64 (`max_abs_diff_fp64`: both models built again with "
+    "fp64 as the default dtype and given the same weights, so constants computed at build time are fp64 as well). "
+    "Weights: linear and convolution weights normal with std 1/sqrt(fan-in), biases normal with std 0.1, norm "
+    "scales uniform in [0.5, 1.5], every other parameter (position tables and embeddings, layer scales, agent "
+    "biases, learned scales) normal with std 0.3. BatchNorm running statistics are those of one random batch (a pass "
+    "in train mode): drawn statistics let VAN's multiplicative blocks overflow fp32. `official` is the checkout and "
+    "its commit."
 )
 
 
@@ -87,7 +90,7 @@ def _family(name: str) -> str:
 
 
 def randomise(model: nn.Module, generator: torch.Generator) -> None:
-    """Draw every floating parameter and BatchNorm statistic so that each one changes the output."""
+    """Draw every floating parameter so that each one changes the output."""
     with torch.no_grad():
         for module in model.modules():
             for name, param in module.named_parameters(recurse=False):
@@ -103,9 +106,6 @@ def randomise(model: nn.Module, generator: torch.Generator) -> None:
                 else:
                     value = torch.randn(param.shape, generator=generator) * 0.3
                 param.copy_(value)
-            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
-                module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=generator) * 0.1)
-                module.running_var.copy_(torch.rand(module.running_var.shape, generator=generator) + 0.5)
 
 
 def _load_official_state(model: nn.Module, state_dict: dict) -> None:
@@ -135,8 +135,29 @@ def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
         torch.set_default_dtype(previous)
 
 
+def estimate_batchnorm_statistics(model: nn.Module, x: torch.Tensor) -> None:
+    """Set every BatchNorm's running statistics to those of ``x``'s activations (one pass in train mode).
+
+    Drawn statistics would not track the drawn weights: a block that multiplies its input by a function of it
+    (VAN's large-kernel attention) then grows without bound over a deep stage and overflows fp32.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a plain average over the pass
+    model.train()
+    with torch.no_grad():
+        model(x)
+    model.eval()
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+
+
 def _drawn_state(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
-    """What :func:`randomise` drew: the parameters and the BatchNorm statistics. Other buffers are constants the
+    """What was drawn: the parameters and the BatchNorm statistics. Other buffers are constants the
     model computes while it is built (RoPE angles, masks), which an fp64 build computes in fp64 itself."""
     yield from model.named_parameters()
     for prefix, module in model.named_modules():
@@ -145,11 +166,16 @@ def _drawn_state(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
             yield f"{prefix}.running_var", module.running_var
 
 
+def _input_size(name: str) -> tuple[int, int, int]:
+    return tuple(timm.models.get_pretrained_cfg(name).input_size)
+
+
 def _build_pair(name: str, official_state: dict | None, generator: torch.Generator) -> tuple[nn.Module, nn.Module]:
     """The official model (randomised, or given ``official_state``) and the vitzoo model loaded from it."""
     official = timm.create_model(OFFICIAL_NAMES[name]).eval()
     if official_state is None:
         randomise(official, generator)
+        estimate_batchnorm_statistics(official, torch.randn((BATCH, *_input_size(name)), generator=generator))
     else:
         missing, unexpected = official.load_state_dict(official_state, strict=False)
         if unexpected or set(missing) - {key for key, _ in official.named_buffers()}:
@@ -167,7 +193,7 @@ def compare(name: str, official_source: str) -> dict:
     """
     generator = torch.Generator().manual_seed(zlib.crc32(name.encode()))
     official, ours = _build_pair(name, None, generator)
-    size = ours.pretrained_cfg["input_size"]
+    size = _input_size(name)
     x = torch.randn((BATCH, *size), generator=generator)
     fp32, max_logit = _max_abs_diff(official, ours, x)
     state = {key: value.double() if value.is_floating_point() else value for key, value in _drawn_state(official)}

@@ -198,3 +198,79 @@ def test_gpu_check_dry_run_checks_the_environment_and_bounds_every_step(tmp_path
     peers = [label for label, _, _ in bench_model_matrix.PEERS if any(t in label for t in matrix.peers)]
     assert peers == ["timm Swin-T", "timm ConvNeXt-T"]
     assert 0 < matrix.max_seconds < int(commands[2][2])
+
+
+def _write_tree(root: Path, files: dict[str, str]) -> Path:
+    for relative, text in files.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_text(text)
+    return root
+
+
+# a yacs-style checkout (InLine / FLatten layout): top-level ``config`` and ``models`` packages, one yaml per variant;
+# its "official" models are vitzoo's, built by the name the yaml holds, and only for its own method
+_FAKE_CONFIG = """import types
+class _C:
+    @staticmethod
+    def clone():
+        return types.SimpleNamespace(name=None)
+def _update_config_from_file(config, path):
+    config.name = open(path).read().strip()
+"""
+_FAKE_BUILD = """import timm
+def build_model(config):
+    assert "_{mixer}_" in config.name, "built by another checkout's models package"
+    return timm.create_model(config.name)
+"""
+
+
+def _fake_yacs_checkout(root: Path, mixer: str, model: str) -> Path:
+    return _write_tree(
+        root,
+        {
+            "config.py": _FAKE_CONFIG,
+            "models/__init__.py": "from .build import build_model\n",
+            "models/build.py": _FAKE_BUILD.format(mixer=mixer),
+            f"cfgs/{model.removeprefix('vitzoo_')}.yaml": model,
+        },
+    )
+
+
+@pytest.mark.timeout(600)
+def test_official_parity_records_fp32_and_fp64_and_catches_an_eps_that_differs(tmp_path):
+    """Fake checkouts whose "official" models are vitzoo's own: exact parity, except B1, whose LayerNorms take
+    another eps, which fp64 must expose far above rounding. The two yacs-style checkouts share package names."""
+    van = _write_tree(
+        tmp_path / "van",
+        {
+            "models/van.py": (
+                "import timm\n"
+                "def van_b0(pretrained=False, **kwargs):\n"
+                "    return timm.create_model('vitzoo_van_b0')\n"
+                "def van_b1(pretrained=False, **kwargs):\n"
+                "    model = timm.create_model('vitzoo_van_b1')\n"
+                "    for module in model.modules():\n"
+                "        if type(module).__name__ == 'LayerNorm2d':\n"
+                "            module.eps = 1e-3\n"
+                "    return model\n"
+            )
+        },
+    )
+    inline = _fake_yacs_checkout(tmp_path / "inline", "inline", "vitzoo_inline_deit_t")
+    flatten = _fake_yacs_checkout(tmp_path / "flatten", "flatten", "vitzoo_flatten_pvt_t")
+    out = tmp_path / "parity.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "official_parity.py"), "--van", str(van)]
+    cmd += ["--inline", str(inline), "--flatten", str(flatten), "--out", str(out)]
+    cmd += ["--models", "vitzoo_van_b[01]", "vitzoo_inline_deit_t", "vitzoo_flatten_pvt_t"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(out.read_text())["results"]
+    assert sorted(results) == ["vitzoo_flatten_pvt_t", "vitzoo_inline_deit_t", "vitzoo_van_b0", "vitzoo_van_b1"]
+    for name in ("vitzoo_van_b0", "vitzoo_inline_deit_t", "vitzoo_flatten_pvt_t"):
+        row = results[name]
+        assert row["input"] == "2x3x224x224 random normal"
+        assert row["official"].endswith("@unknown commit")  # not a git checkout
+        assert row["max_abs_diff"] == 0.0 and row["max_abs_diff_fp64"] == 0.0, row
+        assert row["max_abs_logit"] > 0.1  # the drawn weights reach the logits
+    eps = results["vitzoo_van_b1"]
+    assert eps["max_abs_diff_fp64"] > 1e-6 * eps["max_abs_logit"], eps

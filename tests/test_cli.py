@@ -4,9 +4,11 @@ import contextlib
 import io
 import json
 import os
+import time
 
 import pytest
 import timm
+import torch
 
 import vitzoo  # noqa: F401  (registers the models)
 from vitzoo import benchmark
@@ -174,3 +176,22 @@ def test_atomic_write_keeps_the_old_file_when_the_rename_fails(tmp_path, monkeyp
         benchmark.write_json_atomic(path, {"new": 2})
     assert json.loads(path.read_text()) == {"old": 1}
     assert os.listdir(tmp_path) == ["results.json"]
+
+
+def test_time_steps_times_each_step_at_the_process_thread_count():
+    calls, threads = [], []
+
+    def step():
+        calls.append(1)
+        threads.append(torch.get_num_threads())
+        time.sleep(0.02)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # torch.utils.benchmark.Timer, for one, would time at one thread unless told
+    try:
+        times = benchmark.time_steps(step, torch.device("cpu"), warmup=2, iters=3, desc="", progress=False)
+    finally:
+        torch.set_num_threads(before)
+    assert len(calls) == 5 and len(times) == 3
+    assert all(0.02 <= t < 1.0 for t in times), times
+    assert threads == [2] * 5

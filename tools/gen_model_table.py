@@ -45,7 +45,7 @@ def build_table() -> str:
     parity = json.loads(PARITY.read_text())["results"] if PARITY.exists() else {}
     rows = [
         "| model | input | params (M) | GMACs | paper params / GMACs | paper top-1 | paper | weights "
-        "| max abs diff vs official |",
+        "| max abs diff vs official (fp32 / fp64) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name in timm.list_models("vitzoo_*"):
@@ -60,7 +60,11 @@ def build_table() -> str:
         if printed and (printed.code_gmacs or printed.code_params):
             paper_cost += f" (code: {printed.code_params or '-'} / {printed.code_gmacs or '-'})"
         paper_top1 = str(printed.top1) if printed and printed.top1 else "-"
-        diff = f"{check['max_abs_diff']:.1e}" if check else "-"
+        diff = "-"
+        if check:
+            diff = f"{check['max_abs_diff']:.1e}"
+            if "max_abs_diff_fp64" in check:
+                diff += f" / {check['max_abs_diff_fp64']:.1e}"
         rows.append(
             f"| `{name}` | {img_size} | {stats.params_m:.2f} | {stats.gmacs:.2f} | {paper_cost} | {paper_top1} "
             f"| [{paper.paper_id}]({paper.url}) | {weights_cell(name)} | {diff} |"

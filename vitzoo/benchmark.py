@@ -6,7 +6,8 @@
 * **training**: forward, cross-entropy against random labels, backward and an SGD (momentum 0.9) step.
 
 Each phase runs ``warmup`` untimed batches (which absorb ``torch.compile`` and allocator warm-up) and then
-``iters`` timed batches; every timed batch is synchronised on CUDA so per-batch latencies are real.
+``iters`` timed batches, each read off ``torch.utils.benchmark``'s clock, which synchronises CUDA, so per-batch
+latencies are real.
 
 Peak memory is reported under a name that says what was measured, because the two devices cannot be measured
 alike:
@@ -27,13 +28,13 @@ import os
 import platform
 import resource
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import timm
 import torch
 import torch.nn.functional as F
+from torch.utils.benchmark.utils.timer import timer as synchronised_clock
 from tqdm import tqdm
 
 from ._io import write_text_atomic
@@ -55,11 +56,7 @@ def percentile(values: Sequence[float], q: float) -> float:
     """Linear-interpolated percentile (numpy's default method) of ``values``, ``q`` in [0, 100]."""
     if not values:
         raise ValueError("percentile of an empty sequence")
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    lo = int(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+    return torch.tensor(values, dtype=torch.float64).quantile(q / 100).item()
 
 
 def _peak_rss_mb() -> float:
@@ -143,16 +140,20 @@ def _sync(device: torch.device) -> None:
 def time_steps(
     step: Callable[[], None], device: torch.device, warmup: int, iters: int, desc: str, progress: bool
 ) -> list[float]:
-    """Run ``step`` ``warmup`` times untimed, then ``iters`` times; return per-step seconds."""
+    """Run ``step`` ``warmup`` times untimed, then ``iters`` times; return per-step seconds.
+
+    The clock is the one ``torch.utils.benchmark.Timer`` reads (it synchronises CUDA). ``Timer`` itself does not fit:
+    each ``timeit`` call adds two warm-up runs of its own, and it measures at one thread unless told otherwise, while
+    per-step times at a fixed count and the process's thread count are what the percentiles here need.
+    """
     for _ in range(warmup):
         step()
     _sync(device)
     times = []
     for _ in tqdm(range(iters), desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
-        start = time.perf_counter()
+        start = synchronised_clock()
         step()
-        _sync(device)
-        times.append(time.perf_counter() - start)
+        times.append(synchronised_clock() - start)
     return times
 
 

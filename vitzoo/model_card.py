@@ -45,7 +45,8 @@ def card_dict(
 ) -> dict:
     """Everything one card says, in one place.
 
-    ``parity``: the check against the official code (``{official, max_abs_diff, max_abs_logit, input}``).
+    ``parity``: the check against the official code (``{official, max_abs_diff, max_abs_diff_fp64, max_abs_logit,
+    input}``; ``max_abs_diff_fp64`` may be absent).
     ``conversion``: for the card of a converted Hub repo (``vitzoo convert``), ``{checkpoint, sha256, repo_id,
     max_abs_diff, max_abs_logit, input}``.
     """
@@ -146,11 +147,12 @@ def _measurements(card: dict) -> list[str]:
         ]
     if card["parity"]:
         p = card["parity"]
+        fp64 = f", {p['max_abs_diff_fp64']:.1e} in fp64" if "max_abs_diff_fp64" in p else ""
         lines += [
             "",
             f"Outputs checked against the official code ({p['official']}): max abs logit difference "
-            f"{p['max_abs_diff']:.1e} (logits up to {p['max_abs_logit']:.2f}) with the same random weights, "
-            f"{p['input']}, fp32, CPU.",
+            f"{p['max_abs_diff']:.1e} in fp32{fp64} (logits up to {p['max_abs_logit']:.2f}) with the same random "
+            f"weights, {p['input']}, CPU.",
         ]
     if card["bench"]:
         lines += ["", "CPU throughput (fp32, eager, this repo's benchmark machine; see benchmarks/results):", ""]
