@@ -15,6 +15,25 @@ _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1) // _WORKERS))
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--reverse-order", action="store_true", help="run the collected tests last to first (order-dependence check)"
+    )
+    parser.addoption(
+        "--seeds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run every test that takes the `seed` fixture N times, each with a fresh seed (a chance-failure hunt)",
+    )
+
+
+def pytest_generate_tests(metafunc):
+    rounds = metafunc.config.getoption("--seeds")
+    if rounds > 1 and "seed" in metafunc.fixturenames:
+        metafunc.parametrize("seed", range(rounds), indirect=True, ids=lambda i: f"seed{i}")
+
+
 @pytest.fixture
 def seed() -> int:
     """A fresh seed per test run (printed on failure) so tests see new random inputs, never fixed zeros."""
@@ -104,12 +123,6 @@ def _leaves_no_process_state():
             k for k in env_before.keys() | env_after.keys() if env_before.get(k) != env_after.get(k)
         )
     pytest.fail(f"the test left process state changed: {details}")
-
-
-def pytest_addoption(parser):
-    parser.addoption(
-        "--reverse-order", action="store_true", help="run the collected tests last to first (order-dependence check)"
-    )
 
 
 def pytest_collection_modifyitems(config, items):

@@ -142,11 +142,10 @@ def largest_tiles(launches: Iterable[ModelLaunch]) -> list[ModelLaunch]:
     A quick check of what a chip enforces compiles these instead of every launch; the full set is compiled by
     ``benchmarks/kernel_resources.py`` and committed.
     """
-    from .ops._triton.aot import describe  # Triton's compiler is needed only here
+    from .ops._triton.aot import launch_dtypes, launch_values  # Triton's compiler is needed only here
 
     def weight(ml: ModelLaunch) -> tuple[float, int]:
-        values = dict(zip([p.name for p in ml.launch.kernel.params], ml.launch.args))
-        values.update(ml.launch.kwargs)
+        values = launch_values(ml.launch)
         elements = 1
         for name, value in values.items():
             if name.startswith("BLOCK"):
@@ -155,7 +154,7 @@ def largest_tiles(launches: Iterable[ModelLaunch]) -> list[ModelLaunch]:
 
     best: dict[tuple[str, str], ModelLaunch] = {}
     for ml in launches:
-        key = ml.launch.kernel.fn.__name__, describe(ml.launch).split("dtypes=")[1]
+        key = ml.launch.kernel.fn.__name__, launch_dtypes(ml.launch)
         if key not in best or weight(ml) > weight(best[key]):
             best[key] = ml
     return list(best.values())

@@ -75,15 +75,25 @@ def launch_key(launch: Launch) -> tuple:
     return launch.kernel.fn.__name__, tuple(map(str, specialization)), options
 
 
+def launch_values(launch: Launch) -> dict:
+    """Every argument of ``launch`` by its kernel parameter's name, and its launch options (``num_warps``, ...)."""
+    values = dict(zip([p.name for p in launch.kernel.params], launch.args))
+    values.update(launch.kwargs)
+    return values
+
+
+def launch_dtypes(launch: Launch) -> str:
+    """The dtypes of the launch's tensor arguments, sorted and joined (``bfloat16/float32``)."""
+    return "/".join(sorted({str(a.dtype).removeprefix("torch.") for a in launch.args if hasattr(a, "data_ptr")}))
+
+
 def describe(launch: Launch) -> str:
     """The launch's constexprs and options in one line (``BLOCK_M=64 ... num_warps=4``)."""
     names = [p.name for p in launch.kernel.params if p.is_constexpr]
-    values = dict(zip([p.name for p in launch.kernel.params], launch.args))
-    values.update(launch.kwargs)
+    values = launch_values(launch)
     parts = [f"{n}={values[n]}" for n in names if n in values]
     parts += [f"{k}={launch.kwargs[k]}" for k in ("num_warps", "num_stages", "maxnreg") if k in launch.kwargs]
-    dtypes = sorted({str(a.dtype).removeprefix("torch.") for a in launch.args if hasattr(a, "data_ptr")})
-    return " ".join([*parts, "dtypes=" + "/".join(dtypes)])
+    return " ".join([*parts, "dtypes=" + launch_dtypes(launch)])
 
 
 def compile_launch(launch: Launch, capability: int) -> Resources:
