@@ -81,6 +81,8 @@ _OFFICIAL_CONFIGS = {
         )
     },
 }
+# the variants whose official function builds for 224 unless the training script passes ``img_size``
+_OFFICIAL_IMG_SIZES = {"vitzoo_cswin_b_384": 384, "vitzoo_cswin_l_384": 384}
 # vitzoo name -> the name the official model is registered under here
 OFFICIAL_NAMES = {
     **{ours: f"official_{theirs}" for ours, theirs in _OFFICIAL_FUNCTIONS.items()},
@@ -114,10 +116,12 @@ def _register_functions(module: ModuleType, family: str) -> None:
         if not ours.startswith(f"vitzoo_{family}_") or not hasattr(module, theirs):
             continue
 
-        def entry(pretrained: bool = False, _fn: Callable = getattr(module, theirs), **kwargs):
+        def entry(pretrained: bool = False, _fn: Callable = getattr(module, theirs), _ours: str = ours, **kwargs):
             with _cuda_calls_stay_on_cpu():
                 if family == "mala":  # ``MALA_T(args=None)`` takes no model arguments at all
                     return _fn()
+                if _ours in _OFFICIAL_IMG_SIZES:
+                    kwargs.setdefault("img_size", _OFFICIAL_IMG_SIZES[_ours])
                 return _fn(pretrained=pretrained, **_drop_timm_kwargs(kwargs))
 
         _register_entry(entry, OFFICIAL_NAMES[ours])
