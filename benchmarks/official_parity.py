@@ -64,7 +64,8 @@ CHECKOUTS = {
     "inline": (lambda repo: register_official_linear(repo, "inline"), "LeapLabTHU/InLine"),
     "flatten": (lambda repo: register_official_linear(repo, "flatten"), "LeapLabTHU/FLatten-Transformer"),
 }
-_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
+_BATCH_NORM = nn.modules.batchnorm._BatchNorm
+_NORMS = (nn.LayerNorm, nn.GroupNorm, _BATCH_NORM)
 _WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d)
 _DESCRIPTION = (
     "Largest absolute logit difference between vitzoo and the official implementation (benchmarks/official_parity.py):"
@@ -76,8 +77,8 @@ _DESCRIPTION = (
     "Weights: linear and convolution weights normal with std 1/sqrt(fan-in), biases normal with std 0.1, norm "
     "scales uniform in [0.5, 1.5], every other parameter (position tables and embeddings, layer scales, agent "
     "biases, learned scales) normal with std 0.3. BatchNorm running statistics are those of one random batch (a pass "
-    "in train mode): drawn statistics let VAN's multiplicative blocks overflow fp32. `official` is the checkout and "
-    "its commit."
+    "with only the BatchNorms in train mode): drawn statistics let VAN's multiplicative blocks overflow fp32. "
+    "`official` is the checkout and its commit."
 )
 
 
@@ -136,35 +137,39 @@ def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
         torch.set_default_dtype(previous)
 
 
+def _tracking_batch_norms(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, _BATCH_NORM) and m.track_running_stats]
+
+
 def estimate_batchnorm_statistics(model: nn.Module, x: torch.Tensor) -> None:
-    """Set every BatchNorm's running statistics to those of ``x``'s activations (one pass in train mode).
+    """Set every BatchNorm's running statistics to those of ``x``'s activations (one pass with only the BatchNorms
+    in train mode, so that no dropout or stochastic depth, and no global random state, enters the result).
 
     Drawn statistics would not track the drawn weights: a block that multiplies its input by a function of it
     (VAN's large-kernel attention) then grows without bound over a deep stage and overflows fp32.
     """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    norms = [m for _, m in _tracking_batch_norms(model)]
     if not norms:
         return
     momenta = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # a plain average over the pass
-    model.train()
+        m.train()
     with torch.no_grad():
         model(x)
-    model.eval()
     for m, momentum in zip(norms, momenta, strict=True):
         m.momentum = momentum
+        m.eval()
 
 
 def _drawn_state(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     """What was drawn: the parameters and the BatchNorm statistics. Other buffers are constants the
     model computes while it is built (RoPE angles, masks), which an fp64 build computes in fp64 itself."""
     yield from model.named_parameters()
-    for prefix, module in model.named_modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
-            yield f"{prefix}.running_mean", module.running_mean
-            yield f"{prefix}.running_var", module.running_var
+    for prefix, module in _tracking_batch_norms(model):
+        yield f"{prefix}.running_mean", module.running_mean
+        yield f"{prefix}.running_var", module.running_var
 
 
 def _input_size(name: str) -> tuple[int, int, int]:
