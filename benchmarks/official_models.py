@@ -27,6 +27,7 @@ each build imports them afresh and removes them from ``sys.modules`` afterwards.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import importlib.util
 import io
@@ -289,11 +290,26 @@ def register_official_crossformer_pp(repo: Path) -> None:
 def register_official_linear(repo: Path, mixer: str) -> None:
     """The Agent-, InLine- or FLatten- hosts (``mixer``: ``agent``, ``inline``, ``flatten``) from LeapLab's
     checkout of that method (Agent-Attention keeps its classification code in ``agent_transformer/``)."""
-    names = {"agent": "Agent-Attention", "inline": "InLine", "flatten": "FLatten-Transformer"}
-    if mixer not in names:
-        raise ValueError(f"unknown linear-attention mixer {mixer!r}; expected one of {sorted(names)}")
+    if mixer not in ("agent", "inline", "flatten"):
+        raise ValueError(f"unknown linear-attention mixer {mixer!r}; expected agent, inline or flatten")
     root = Path(repo).resolve()
     if mixer == "agent":
         root = root / "agent_transformer"
-    _require(root / "models" / "build.py", names[mixer])
+    _require(root / "models" / "build.py", CHECKOUTS[mixer][1])
     _register_configs(root, mixer, build_takes_args=False)
+
+
+# family (the vitzoo-name prefix it serves) -> (the registration to call with a checkout, the repository on GitHub)
+CHECKOUTS = {
+    "van": (register_official_van, "Visual-Attention-Network/VAN-Classification"),
+    "biformer": (register_official_biformer, "rayleizhu/BiFormer"),
+    "cswin": (register_official_cswin, "microsoft/CSWin-Transformer"),
+    "vitaev2_vsa": (register_official_vitaev2_vsa, "ViTAE-Transformer/ViTAE-VSA"),
+    "crossformer": (register_official_crossformer, "cheerss/CrossFormer"),
+    "crossformer_pp": (register_official_crossformer_pp, "cheerss/CrossFormer"),
+    "mala": (register_official_mala, "qhfan/MALA"),
+    **{
+        mixer: (functools.partial(register_official_linear, mixer=mixer), f"LeapLabTHU/{repo}")
+        for mixer, repo in (("agent", "Agent-Attention"), ("inline", "InLine"), ("flatten", "FLatten-Transformer"))
+    },
+}

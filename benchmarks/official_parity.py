@@ -34,36 +34,13 @@ from pathlib import Path
 import timm
 import torch
 import torch.nn as nn
-from official_models import (
-    OFFICIAL_NAMES,
-    register_official_biformer,
-    register_official_crossformer,
-    register_official_crossformer_pp,
-    register_official_cswin,
-    register_official_linear,
-    register_official_mala,
-    register_official_van,
-    register_official_vitaev2_vsa,
-)
+from official_models import CHECKOUTS, OFFICIAL_NAMES
 
 import vitzoo  # noqa: F401  (registers the vitzoo models)
 from vitzoo.benchmark import write_json_atomic
 
 RESULTS = Path(__file__).parent / "results" / "official_parity.json"
 BATCH = 2
-# option (and the vitzoo-name prefix it serves) -> (the registration it calls, the checkout on GitHub)
-CHECKOUTS = {
-    "van": (register_official_van, "Visual-Attention-Network/VAN-Classification"),
-    "biformer": (register_official_biformer, "rayleizhu/BiFormer"),
-    "cswin": (register_official_cswin, "microsoft/CSWin-Transformer"),
-    "vitaev2_vsa": (register_official_vitaev2_vsa, "ViTAE-Transformer/ViTAE-VSA"),
-    "crossformer": (register_official_crossformer, "cheerss/CrossFormer"),
-    "crossformer_pp": (register_official_crossformer_pp, "cheerss/CrossFormer"),
-    "mala": (register_official_mala, "qhfan/MALA"),
-    "agent": (lambda repo: register_official_linear(repo, "agent"), "LeapLabTHU/Agent-Attention"),
-    "inline": (lambda repo: register_official_linear(repo, "inline"), "LeapLabTHU/InLine"),
-    "flatten": (lambda repo: register_official_linear(repo, "flatten"), "LeapLabTHU/FLatten-Transformer"),
-}
 _BATCH_NORM = nn.modules.batchnorm._BatchNorm
 _NORMS = (nn.LayerNorm, nn.GroupNorm, _BATCH_NORM)
 _WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d)
