@@ -5,6 +5,11 @@ small leaf over the shared ``configs/_base_`` files (model, dataset, schedule, r
 (``upernet_cswin-t_8xb2-160k_ade20k-512x512.py``). Where a paper published no recipe for a task the leaf says so in
 its first lines and uses the recipe named there (the same lab's, or Swin's, which these papers follow).
 
+A 3x leaf composes the four axes itself rather than inheriting its 1x leaf: mmengine refuses a key that two bases
+both define, so a 3x leaf over its 1x leaf could not also take ``coco_instance_ms-crop.py`` and
+``coco_adamw_3x.py`` and would have to restate their pipeline and scheduler. mmdet's own Swin configs
+(``mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py``) are composed the same way.
+
     python tools/gen_configs.py          # rewrite the generated configs
     python tools/gen_configs.py --check  # exit 1 if a committed config differs from what the table gives
 """

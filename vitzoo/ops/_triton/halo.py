@@ -18,7 +18,15 @@ import triton
 import triton.language as tl
 
 from . import TileConfig, head_block, launch, tile_for
-from .tiles import LOG2E, finish_softmax, online_softmax_step, softmax_backward, store_rows, token_rows
+from .tiles import (
+    LOG2E,
+    finish_softmax,
+    online_softmax_step,
+    query_softmax_stats,
+    softmax_backward,
+    store_rows,
+    token_rows,
+)
 
 # map sizes and counts are not specialised on (== 1, multiple of 16): one compiled kernel serves every map size
 DREL_SLOTS = 16  # partial copies of the relative-table gradients, to spread the atomics of a launch
@@ -99,6 +107,30 @@ def halo_key_tile(
 
 
 @triton.jit
+def relative_table_rows(head, rel_head_stride, offs_d, D, R, BLOCK_R: tl.constexpr):
+    """Rows, offsets and mask of this head's relative table (``[R, D]``, or one shared by every head)."""
+    offs_r = tl.arange(0, BLOCK_R)
+    rel_off = head * rel_head_stride + offs_r[:, None] * D + offs_d[None, :]
+    rel_mask = (offs_r[:, None] < R) & (offs_d[None, :] < D)
+    return offs_r, rel_off, rel_mask
+
+
+@triton.jit
+def relative_query_logits(q, REL_H, REL_W, rel_off, rel_mask, BLOCK_M: tl.constexpr, BLOCK_R: tl.constexpr,
+                          HAS_REL: tl.constexpr, PRECISION: tl.constexpr):  # fmt: skip
+    """``q . rel_h^T`` and ``q . rel_w^T`` of a query tile (``[BLOCK_M, BLOCK_R]``, zeros without tables). Each table
+    is loaded just before its product, so only one is live at a time."""
+    qh = tl.zeros([BLOCK_M, BLOCK_R], tl.float32)
+    qw = tl.zeros([BLOCK_M, BLOCK_R], tl.float32)
+    if HAS_REL:
+        rel_h = tl.load(REL_H + rel_off, mask=rel_mask, other=0.0).to(q.dtype)
+        qh = tl.dot(q, tl.trans(rel_h), input_precision=PRECISION)
+        rel_w = tl.load(REL_W + rel_off, mask=rel_mask, other=0.0).to(q.dtype)
+        qw = tl.dot(q, tl.trans(rel_w), input_precision=PRECISION)
+    return qh, qw
+
+
+@triton.jit
 def halo_logits(q, kk, qh, qw, ky, kx, qy, qx, attend, stride, halo, win, scale_log2, PRECISION: tl.constexpr,
                 HAS_REL: tl.constexpr, BLOCK_R: tl.constexpr):  # fmt: skip
     """Base-2 logits: ``scale * q . k`` plus the gathered relative terms, keys that do not attend at -inf."""
@@ -132,16 +164,8 @@ def halo_fwd_kernel(
         Q, b, head, block_row, block_col, offs_m, bq, HQ, WQ,
         stride_q_batch, stride_q_row, stride_q_col, stride_q_head, offs_d, D,
     )  # fmt: skip
-    offs_r = tl.arange(0, BLOCK_R)
-    rel_mask = (offs_r[:, None] < R) & (offs_d[None, :] < D)
-    rel_off = head * rel_head_stride + offs_r[:, None] * D + offs_d[None, :]
-    qh = tl.zeros([BLOCK_M, BLOCK_R], tl.float32)
-    qw = tl.zeros([BLOCK_M, BLOCK_R], tl.float32)
-    if HAS_REL:
-        rel_h = tl.load(REL_H + rel_off, mask=rel_mask, other=0.0).to(q.dtype)
-        rel_w = tl.load(REL_W + rel_off, mask=rel_mask, other=0.0).to(q.dtype)
-        qh = tl.dot(q, tl.trans(rel_h), input_precision=PRECISION)
-        qw = tl.dot(q, tl.trans(rel_w), input_precision=PRECISION)
+    offs_r, rel_off, rel_mask = relative_table_rows(head, rel_head_stride, offs_d, D, R, BLOCK_R)
+    qh, qw = relative_query_logits(q, REL_H, REL_W, rel_off, rel_mask, BLOCK_M, BLOCK_R, HAS_REL, PRECISION)
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
@@ -190,22 +214,10 @@ def halo_bwd_kernel(
     do = token_rows(
         DO, b, q_row, q_col, head, stride_do_batch, stride_do_row, stride_do_col, stride_do_head, offs_dv, q_ok, DV
     )
-    stat_off = ((b * HQ + q_row) * WQ + q_col) * heads + head
-    lse = tl.load(LSE + stat_off, mask=q_ok, other=float("inf"))  # padded queries get p = 0
-    delta = tl.load(DELTA + stat_off, mask=q_ok, other=0.0)
-    offs_r = tl.arange(0, BLOCK_R)
-    rel_mask = (offs_r[:, None] < R) & (offs_d[None, :] < D)
-    rel_off = head * rel_head_stride + offs_r[:, None] * D + offs_d[None, :]
-    qh = tl.zeros([BLOCK_M, BLOCK_R], tl.float32)
-    qw = tl.zeros([BLOCK_M, BLOCK_R], tl.float32)
-    if HAS_REL:  # the tables are loaded again after the key loop rather than held in registers through it
-        # each loaded where it is used (the forward loads both first): fewer registers live in the backward
-        qh = tl.dot(
-            q, tl.trans(tl.load(REL_H + rel_off, mask=rel_mask, other=0.0).to(q.dtype)), input_precision=PRECISION
-        )
-        qw = tl.dot(
-            q, tl.trans(tl.load(REL_W + rel_off, mask=rel_mask, other=0.0).to(q.dtype)), input_precision=PRECISION
-        )
+    lse, delta = query_softmax_stats(LSE, DELTA, ((b * HQ + q_row) * WQ + q_col) * heads + head, q_ok)
+    # the tables are loaded again after the key loop (for dQ and their gradients) rather than held through it
+    offs_r, rel_off, rel_mask = relative_table_rows(head, rel_head_stride, offs_d, D, R, BLOCK_R)
+    qh, qw = relative_query_logits(q, REL_H, REL_W, rel_off, rel_mask, BLOCK_M, BLOCK_R, HAS_REL, PRECISION)
 
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     ds_by_key_row = tl.zeros([BLOCK_M, BLOCK_WIN], tl.float32)  # sum of dS over the keys of each window row

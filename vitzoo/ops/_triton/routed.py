@@ -16,7 +16,15 @@ import triton
 import triton.language as tl
 
 from . import TileConfig, head_block, launch, tile_for
-from .tiles import LOG2E, finish_softmax, load_rows, online_softmax_step, softmax_backward, store_rows
+from .tiles import (
+    LOG2E,
+    finish_softmax,
+    load_rows,
+    online_softmax_step,
+    query_softmax_stats,
+    softmax_backward,
+    store_rows,
+)
 
 # map sizes and counts are not specialised on (== 1, multiple of 16): one compiled kernel serves every map size
 SHAPE_ARGS = ["heads", "H", "W", "num_regions", "rh", "rw", "topk", "D", "DV"]
@@ -61,6 +69,23 @@ def region_queries(
 
 
 @triton.jit
+def region_queries_backward(
+    Q, DO, LSE, DELTA, b, head, region, offs_m, num_regions, rh, rw, H, W, heads,
+    stride_q_batch, stride_q_row, stride_q_col, stride_do_batch, stride_do_row, stride_do_col,
+    offs_d, offs_dv, D, DV,
+):  # fmt: skip
+    """A query tile for the backward: :func:`region_queries` plus the output gradient, log-sum-exp and delta."""
+    q, q_row, q_col, q_ok = region_queries(
+        Q, b, head, region, offs_m, num_regions, rh, rw, H, W, stride_q_batch, stride_q_row, stride_q_col, offs_d, D
+    )
+    do = load_rows(
+        DO, b * stride_do_batch + q_row * stride_do_row + q_col * stride_do_col + head * DV, offs_dv, q_ok, DV
+    )
+    lse, delta = query_softmax_stats(LSE, DELTA, ((b * H + q_row) * W + q_col) * heads + head, q_ok)
+    return q, do, lse, delta, q_row, q_col, q_ok
+
+
+@triton.jit
 def routed_key_tile(
     q, K, V, INDEX, b, head, region, offs_n, n_regions, topk, num_regions, rh, rw, H, W,
     stride_k_batch, stride_k_row, stride_k_col, stride_v_batch, stride_v_row, stride_v_col, offs_d, offs_dv, D, DV,
@@ -77,40 +102,13 @@ def routed_key_tile(
 
 @triton.jit(do_not_specialize=SHAPE_ARGS)
 def routed_fwd_kernel(
-    Q,
-    K,
-    V,
-    INDEX,
-    OUT,
-    LSE,
-    stride_q_batch,
-    stride_q_row,
-    stride_q_col,
-    stride_k_batch,
-    stride_k_row,
-    stride_k_col,
-    stride_v_batch,
-    stride_v_row,
-    stride_v_col,
-    stride_o_batch,
-    stride_o_row,
-    stride_o_col,
-    heads,
-    H,
-    W,
-    num_regions,
-    rh,
-    rw,
-    topk,
-    D,
-    DV,
-    scale_log2,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    BLOCK_DV: tl.constexpr,
+    Q, K, V, INDEX, OUT, LSE,
+    stride_q_batch, stride_q_row, stride_q_col, stride_k_batch, stride_k_row, stride_k_col,
+    stride_v_batch, stride_v_row, stride_v_col, stride_o_batch, stride_o_row, stride_o_col,
+    heads, H, W, num_regions, rh, rw, topk, D, DV, scale_log2,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     PRECISION: tl.constexpr,
-):
+):  # fmt: skip
     region, b, head = routed_program(heads)
     tokens = rh * rw
     n_regions = num_regions * num_regions
@@ -141,46 +139,13 @@ def routed_fwd_kernel(
 
 @triton.jit(do_not_specialize=SHAPE_ARGS)
 def routed_bwd_kernel(
-    Q,
-    K,
-    V,
-    DO,
-    INDEX,
-    LSE,
-    DELTA,
-    DQ,
-    DK,
-    DV_OUT,
-    stride_q_batch,
-    stride_q_row,
-    stride_q_col,
-    stride_k_batch,
-    stride_k_row,
-    stride_k_col,
-    stride_v_batch,
-    stride_v_row,
-    stride_v_col,
-    stride_do_batch,
-    stride_do_row,
-    stride_do_col,
-    heads,
-    H,
-    W,
-    num_regions,
-    rh,
-    rw,
-    topk,
-    D,
-    DV,
-    scale,
-    scale_log2,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    BLOCK_DV: tl.constexpr,
-    QUERY_GRADS: tl.constexpr,
-    PRECISION: tl.constexpr,
-):
+    Q, K, V, DO, INDEX, LSE, DELTA, DQ, DK, DV_OUT,
+    stride_q_batch, stride_q_row, stride_q_col, stride_k_batch, stride_k_row, stride_k_col,
+    stride_v_batch, stride_v_row, stride_v_col, stride_do_batch, stride_do_row, stride_do_col,
+    heads, H, W, num_regions, rh, rw, topk, D, DV, scale, scale_log2,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    QUERY_GRADS: tl.constexpr, PRECISION: tl.constexpr,
+):  # fmt: skip
     """One query tile of one region, in one of two passes that each recompute the probabilities (keeping the live
     state of either within the register file): ``QUERY_GRADS`` writes DQ, else DK and DV_OUT (contiguous fp32
     ``[B, H, W, C | Cv]``, zeroed) are accumulated atomically (regions are selected by many queries)."""
@@ -192,15 +157,11 @@ def routed_bwd_kernel(
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
-    q, q_row, q_col, q_ok = region_queries(
-        Q, b, head, region, offs_m, num_regions, rh, rw, H, W, stride_q_batch, stride_q_row, stride_q_col, offs_d, D
-    )
-    do = load_rows(
-        DO, b * stride_do_batch + q_row * stride_do_row + q_col * stride_do_col + head * DV, offs_dv, q_ok, DV
-    )
-    stat_off = ((b * H + q_row) * W + q_col) * heads + head
-    lse = tl.load(LSE + stat_off, mask=q_ok, other=float("inf"))  # padded queries get p = 0
-    delta = tl.load(DELTA + stat_off, mask=q_ok, other=0.0)
+    q, do, lse, delta, q_row, q_col, q_ok = region_queries_backward(
+        Q, DO, LSE, DELTA, b, head, region, offs_m, num_regions, rh, rw, H, W, heads,
+        stride_q_batch, stride_q_row, stride_q_col, stride_do_batch, stride_do_row, stride_do_col,
+        offs_d, offs_dv, D, DV,
+    )  # fmt: skip
 
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     for start_n in range(0, topk * tokens, BLOCK_N):

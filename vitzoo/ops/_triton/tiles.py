@@ -54,6 +54,15 @@ def finish_softmax(acc, m_i, l_i):
 
 
 @triton.jit
+def query_softmax_stats(LSE, DELTA, stat_offsets, q_ok):
+    """A query tile's saved log-sum-exp and ``delta = rowsum(dO * O)`` (fp32, one per query and head). Padded
+    queries read ``lse = inf``, so the probabilities :func:`softmax_backward` recomputes for them are 0."""
+    lse = tl.load(LSE + stat_offsets, mask=q_ok, other=float("inf"))
+    delta = tl.load(DELTA + stat_offsets, mask=q_ok, other=0.0)
+    return lse, delta
+
+
+@triton.jit
 def softmax_backward(s, lse, delta, do, vv, PRECISION: tl.constexpr):
     """Probabilities ``p`` recomputed from the saved log-sum-exp, and ``dS = p * (dO . v - rowsum(dO * O))``."""
     p = tl.exp2(s - lse[:, None])

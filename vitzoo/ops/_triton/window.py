@@ -19,7 +19,15 @@ import triton
 import triton.language as tl
 
 from . import TileConfig, head_block, launch, tile_for
-from .tiles import LOG2E, finish_softmax, online_softmax_step, softmax_backward, store_rows, token_rows
+from .tiles import (
+    LOG2E,
+    finish_softmax,
+    online_softmax_step,
+    query_softmax_stats,
+    softmax_backward,
+    store_rows,
+    token_rows,
+)
 
 # map sizes and counts are not specialised on (== 1, multiple of 16): one compiled kernel serves every map size
 DBIAS_SLOTS = 16  # partial copies of the bias gradient, to spread the atomics of a launch
@@ -91,9 +99,7 @@ def window_queries_backward(
     do = token_rows(
         DO, b, q_row, q_col, head, stride_do_batch, stride_do_row, stride_do_col, stride_do_head, offs_dv, q_ok, DV
     )
-    stat_off = ((b * H + q_row) * W + q_col) * heads + head
-    lse = tl.load(LSE + stat_off, mask=q_ok, other=float("inf"))  # padded queries get p = 0
-    delta = tl.load(DELTA + stat_off, mask=q_ok, other=0.0)
+    lse, delta = query_softmax_stats(LSE, DELTA, ((b * H + q_row) * W + q_col) * heads + head, q_ok)
     return q, do, lse, delta, q_row, q_col, q_region, q_ok
 
 
@@ -121,24 +127,9 @@ def window_keys(
 
 @triton.jit
 def window_logits(
-    q,
-    k,
-    win,
-    head,
-    offs_m,
-    offs_n,
-    key_ok,
-    q_region,
-    k_region,
-    BIAS,
-    MASK,
-    N,
-    scale_log2,
-    HAS_BIAS: tl.constexpr,
-    HAS_MASK: tl.constexpr,
-    SHIFTED: tl.constexpr,
-    PRECISION: tl.constexpr,
-):
+    q, k, win, head, offs_m, offs_n, key_ok, q_region, k_region, BIAS, MASK, N, scale_log2,
+    HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, SHIFTED: tl.constexpr, PRECISION: tl.constexpr,
+):  # fmt: skip
     """Base-2 logits of a query tile against a key tile: scaled q.k plus bias and mask, masked keys at -inf."""
     s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale_log2
     pair_ok = (offs_m[:, None] < N) & (offs_n[None, :] < N)
@@ -154,54 +145,36 @@ def window_logits(
     return tl.where(attend, s, float("-inf"))
 
 
+@triton.jit
+def window_key_tile(
+    q, K, V, BIAS, MASK, b, head, win, offs_m, offs_n, q_region, window_empty,
+    stride_k_batch, stride_k_row, stride_k_col, stride_k_head, stride_v_batch, stride_v_row, stride_v_col,
+    stride_v_head, offs_d, offs_dv, D, DV, H, W, N, wh, ww, dh, dw, windows_per_row, sh, sw, scale_log2,
+    HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, SHIFTED: tl.constexpr, PRECISION: tl.constexpr,
+):  # fmt: skip
+    """For the kernels that walk key tiles under one query tile: :func:`window_keys` and the query tile's
+    :func:`window_logits` against them."""
+    kk, vv, _, _, k_region, _, k_ok = window_keys(
+        K, V, b, head, win, offs_n, window_empty,
+        stride_k_batch, stride_k_row, stride_k_col, stride_k_head, stride_v_batch, stride_v_row, stride_v_col,
+        stride_v_head, offs_d, offs_dv, D, DV,
+        H, W, N, wh, ww, dh, dw, windows_per_row, sh, sw, SHIFTED,
+    )  # fmt: skip
+    s = window_logits(q, kk, win, head, offs_m, offs_n, k_ok, q_region, k_region, BIAS, MASK, N, scale_log2,
+                      HAS_BIAS, HAS_MASK, SHIFTED, PRECISION)  # fmt: skip
+    return kk, vv, s
+
+
 @triton.jit(do_not_specialize=SHAPE_ARGS)
 def window_fwd_kernel(
-    Q,
-    K,
-    V,
-    OUT,
-    LSE,
-    BIAS,
-    MASK,
-    stride_q_batch,
-    stride_q_row,
-    stride_q_col,
-    stride_q_head,
-    stride_k_batch,
-    stride_k_row,
-    stride_k_col,
-    stride_k_head,
-    stride_v_batch,
-    stride_v_row,
-    stride_v_col,
-    stride_v_head,
-    stride_o_batch,
-    stride_o_row,
-    stride_o_col,
-    stride_o_head,
-    heads,
-    H,
-    W,
-    N,
-    wh,
-    ww,
-    dh,
-    dw,
-    windows_per_row,
-    sh,
-    sw,
-    D,
-    DV,
-    scale_log2,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    BLOCK_DV: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    HAS_MASK: tl.constexpr,
-    SHIFTED: tl.constexpr,
-    PRECISION: tl.constexpr,
-):
+    Q, K, V, OUT, LSE, BIAS, MASK,
+    stride_q_batch, stride_q_row, stride_q_col, stride_q_head, stride_k_batch, stride_k_row, stride_k_col,
+    stride_k_head, stride_v_batch, stride_v_row, stride_v_col, stride_v_head, stride_o_batch, stride_o_row,
+    stride_o_col, stride_o_head,
+    heads, H, W, N, wh, ww, dh, dw, windows_per_row, sh, sw, D, DV, scale_log2,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, SHIFTED: tl.constexpr, PRECISION: tl.constexpr,
+):  # fmt: skip
     # q/k/v/o last-dim stride is 1 (the wrapper guarantees it); LSE is a contiguous [B, H, W, heads] fp32 tensor
     win, b, head, window_empty = window_program(heads, H, W, wh, ww, dh, dw, windows_per_row)
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -217,31 +190,12 @@ def window_fwd_kernel(
     acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
     for start_n in range(0, N, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        kk, vv, _, _, k_region, _, k_ok = window_keys(
-            K, V, b, head, win, offs_n, window_empty,
+        kk, vv, s = window_key_tile(
+            q, K, V, BIAS, MASK, b, head, win, offs_m, offs_n, q_region, window_empty,
             stride_k_batch, stride_k_row, stride_k_col, stride_k_head, stride_v_batch, stride_v_row, stride_v_col,
-            stride_v_head, offs_d, offs_dv, D, DV,
-            H, W, N, wh, ww, dh, dw, windows_per_row, sh, sw, SHIFTED,
+            stride_v_head, offs_d, offs_dv, D, DV, H, W, N, wh, ww, dh, dw, windows_per_row, sh, sw, scale_log2,
+            HAS_BIAS, HAS_MASK, SHIFTED, PRECISION,
         )  # fmt: skip
-        s = window_logits(
-            q,
-            kk,
-            win,
-            head,
-            offs_m,
-            offs_n,
-            k_ok,
-            q_region,
-            k_region,
-            BIAS,
-            MASK,
-            N,
-            scale_log2,
-            HAS_BIAS,
-            HAS_MASK,
-            SHIFTED,
-            PRECISION,
-        )
         m_i, l_i, acc = online_softmax_step(s, m_i, l_i, acc, vv, PRECISION)
 
     out, lse = finish_softmax(acc, m_i, l_i)
@@ -253,61 +207,15 @@ def window_fwd_kernel(
 
 @triton.jit(do_not_specialize=SHAPE_ARGS)
 def window_bwd_kernel(
-    Q,
-    K,
-    V,
-    DO,
-    LSE,
-    DELTA,
-    BIAS,
-    MASK,
-    DQ,
-    DK,
-    DV_OUT,
-    DBIAS,
-    stride_q_batch,
-    stride_q_row,
-    stride_q_col,
-    stride_q_head,
-    stride_k_batch,
-    stride_k_row,
-    stride_k_col,
-    stride_k_head,
-    stride_v_batch,
-    stride_v_row,
-    stride_v_col,
-    stride_v_head,
-    stride_do_batch,
-    stride_do_row,
-    stride_do_col,
-    stride_do_head,
-    heads,
-    H,
-    W,
-    N,
-    wh,
-    ww,
-    dh,
-    dw,
-    windows_per_row,
-    sh,
-    sw,
-    D,
-    DV,
-    dbias_slots,
-    scale,
-    scale_log2,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    BLOCK_DV: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    HAS_MASK: tl.constexpr,
-    BIAS_GRAD: tl.constexpr,
-    ONE_KEY_TILE: tl.constexpr,
-    SHIFTED: tl.constexpr,
-    PRECISION: tl.constexpr,
-):
+    Q, K, V, DO, LSE, DELTA, BIAS, MASK, DQ, DK, DV_OUT, DBIAS,
+    stride_q_batch, stride_q_row, stride_q_col, stride_q_head, stride_k_batch, stride_k_row, stride_k_col,
+    stride_k_head, stride_v_batch, stride_v_row, stride_v_col, stride_v_head, stride_do_batch, stride_do_row,
+    stride_do_col, stride_do_head,
+    heads, H, W, N, wh, ww, dh, dw, windows_per_row, sh, sw, D, DV, dbias_slots, scale, scale_log2,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, BIAS_GRAD: tl.constexpr, ONE_KEY_TILE: tl.constexpr,
+    SHIFTED: tl.constexpr, PRECISION: tl.constexpr,
+):  # fmt: skip
     """One key tile of one window: dK and dV; also dQ and dbias when one key tile covers the window, else
     :func:`window_bwd_dq_kernel` computes those in a second pass (no atomics on dQ, less register pressure).
 
@@ -332,25 +240,8 @@ def window_bwd_kernel(
             stride_do_batch, stride_do_row, stride_do_col, stride_do_head, offs_d, offs_dv, D, DV, heads,
             H, W, N, wh, ww, dh, dw, windows_per_row, sh, sw, SHIFTED,
         )  # fmt: skip
-        s = window_logits(
-            q,
-            kk,
-            win,
-            head,
-            offs_m,
-            offs_n,
-            k_ok,
-            q_region,
-            k_region,
-            BIAS,
-            MASK,
-            N,
-            scale_log2,
-            HAS_BIAS,
-            HAS_MASK,
-            SHIFTED,
-            PRECISION,
-        )
+        s = window_logits(q, kk, win, head, offs_m, offs_n, k_ok, q_region, k_region, BIAS, MASK, N, scale_log2,
+                          HAS_BIAS, HAS_MASK, SHIFTED, PRECISION)  # fmt: skip
         p, ds = softmax_backward(s, lse, delta, do, vv, PRECISION)  # ds: gradient of the natural-log logits
         dv += tl.dot(tl.trans(p).to(do.dtype), do, input_precision=PRECISION)
         dk += tl.dot(tl.trans(ds).to(q.dtype), q, input_precision=PRECISION)
@@ -400,31 +291,12 @@ def window_bwd_dq_kernel(
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     for start_n in range(0, N, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        kk, vv, _, _, k_region, _, k_ok = window_keys(
-            K, V, b, head, win, offs_n, window_empty,
+        kk, vv, s = window_key_tile(
+            q, K, V, BIAS, MASK, b, head, win, offs_m, offs_n, q_region, window_empty,
             stride_k_batch, stride_k_row, stride_k_col, stride_k_head, stride_v_batch, stride_v_row, stride_v_col,
-            stride_v_head, offs_d, offs_dv, D, DV,
-            H, W, N, wh, ww, dh, dw, windows_per_row, sh, sw, SHIFTED,
+            stride_v_head, offs_d, offs_dv, D, DV, H, W, N, wh, ww, dh, dw, windows_per_row, sh, sw, scale_log2,
+            HAS_BIAS, HAS_MASK, SHIFTED, PRECISION,
         )  # fmt: skip
-        s = window_logits(
-            q,
-            kk,
-            win,
-            head,
-            offs_m,
-            offs_n,
-            k_ok,
-            q_region,
-            k_region,
-            BIAS,
-            MASK,
-            N,
-            scale_log2,
-            HAS_BIAS,
-            HAS_MASK,
-            SHIFTED,
-            PRECISION,
-        )
         _, ds = softmax_backward(s, lse, delta, do, vv, PRECISION)
         dq += tl.dot(ds.to(kk.dtype), kk, input_precision=PRECISION)
         if BIAS_GRAD:
